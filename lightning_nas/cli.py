@@ -1,0 +1,36 @@
+"""``python -m lightning_nas <command>``: LightningCLI for every LightningModule, plus the pipeline stages.
+
+Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
+``class_path`` in the config) and ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
+write them to ``<trainer.default_root_dir>/metrics.json``). Heavy imports happen only once a command is chosen.
+"""
+
+from __future__ import annotations
+
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+STAGE_COMMANDS = ("evaluate",)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(
+            "usage: python -m lightning_nas {" + ",".join(LIGHTNING_COMMANDS + STAGE_COMMANDS) + "} --config FILE [...]\n"
+            "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
+            "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
+            "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
+        )
+        return
+    command, rest = argv[0], argv[1:]
+    if command in LIGHTNING_COMMANDS:
+        from .lightning_cli import NASCLI
+
+        NASCLI(args=[command, *rest])
+    elif command == "evaluate":
+        from .lightning_cli import evaluate
+
+        evaluate(rest)
+    else:
+        sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

@@ -1,0 +1,92 @@
+"""Network builder: an :class:`~lightning_nas.space.arch.Arch` becomes a plain ``torch.nn.Module`` (1-D or 2-D)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .arch import Arch
+from .cell import Cell
+from .ops import layer_types, build_op
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    out = tensors[0]
+    for t in tensors[1:]:
+        out = out + t
+    return out
+
+
+class CellBlock(nn.Module):
+    """One cell at ``out_channels``: project the input if channels or stride change (ReLU → 1×1 conv → BN), then
+    run the op nodes in order; every node sums its inputs, the output sums its inputs."""
+
+    def __init__(self, cell: Cell, in_channels: int, out_channels: int, stride: int = 1, dims: int = 2, se: bool = False):
+        super().__init__()
+        conv, bn, _, _ = layer_types(dims)
+        self.project = (
+            nn.Sequential(nn.ReLU(), conv(in_channels, out_channels, 1, stride=stride, bias=False), bn(out_channels))
+            if in_channels != out_channels or stride != 1
+            else None
+        )
+        self.nodes = nn.ModuleList(build_op(op, out_channels, dims, se) for op in cell.ops)
+        self.inputs = cell.predecessors  # inputs[j]: nodes summed into node j
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.project is not None:
+            x = self.project(x)
+        values = [x]
+        for node, op in enumerate(self.nodes, start=1):
+            values.append(op(_sum([values[i] for i in self.inputs[node]])))
+        return _sum([values[i] for i in self.inputs[-1]])
+
+
+class GraphNet(nn.Module):
+    """Stem (3×3 conv + BN) → cells → head (BN → ReLU → [1×1 conv → BN] → global pool → linear)."""
+
+    def __init__(self, arch: Arch, in_channels: int = 3, num_classes: int = 10, dims: int = 2):
+        super().__init__()
+        conv, bn, _, pool = layer_types(dims)
+        self.arch = arch
+        self.dims = dims
+        self.stem = nn.Sequential(
+            conv(in_channels, arch.stem_channels, 3, stride=arch.stem_stride, padding=1, bias=False),
+            bn(arch.stem_channels),
+        )
+        cells, channels = [], arch.stem_channels
+        for stage in arch.stages:
+            for r in range(stage.repeats):
+                stride = stage.stride if r == 0 else 1
+                cells.append(CellBlock(stage.cell, channels, stage.channels, stride, dims, arch.se))
+                channels = stage.channels
+        self.cells = nn.Sequential(*cells)
+        head: list[nn.Module] = [bn(channels), nn.ReLU()]
+        if arch.final_channels is not None:
+            head += [conv(channels, arch.final_channels, 1, bias=False), bn(arch.final_channels)]
+            channels = arch.final_channels
+        self.head = nn.Sequential(*head)
+        self.pool = nn.Sequential(pool(1), nn.Flatten())
+        self.classifier = nn.Linear(channels, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map before global pooling (what Zen-score measures)."""
+        return self.head(self.cells(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.forward_features(x)))
+
+
+def build_network(arch: Arch | dict[str, Any], in_channels: int = 3, num_classes: int = 10, dims: int = 2) -> GraphNet:
+    """Build ``arch`` (an :class:`Arch` or its JSON spec) for ``in_channels`` inputs and ``num_classes`` outputs on
+    ``dims``-D data (2: images ``N×C×H×W``; 1: sequences ``N×C×L``)."""
+    if isinstance(arch, dict):
+        arch = Arch.from_json(arch)
+    if not isinstance(arch, Arch):
+        raise ValueError(f"arch: expected an Arch or its JSON spec, got {type(arch).__name__}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels: expected a positive integer, got {in_channels!r}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
+    return GraphNet(arch, in_channels, num_classes, dims)
