@@ -41,9 +41,9 @@ def evaluate(args: list[str]) -> dict:
             "checkpoint": best or "",
         }
     )
-    if hasattr(model, "cost") and hasattr(data, "splits"):
-        sample = data.splits["test"][0][0]
-        metrics.update(model.cost(tuple(sample.shape)))
+    if hasattr(model, "cost"):
+        inputs = next(iter(data.test_dataloader()))[0]
+        metrics.update(model.cost(tuple(inputs.shape[1:])))
     out = Path(trainer.default_root_dir) / "metrics.json"
     if trainer.is_global_zero:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -115,7 +115,7 @@ class Arch:
         """The paper's α(t_1, …, t_n): one stage per cell (``repeats = 1``)."""
         if not len(cells) == len(channels) == len(strides):
             raise ValueError("cells, channels and strides must have the same length")
-        return cls(stages=tuple(Stage(c, ch, s, 1) for c, ch, s in zip(cells, channels, strides)), **kw)
+        return cls(stages=tuple(Stage(c, ch, s, 1) for c, ch, s in zip(cells, channels, strides, strict=True)), **kw)
 
     # ---- serialisation ---------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def _nb201_by_hash() -> dict[str, str]:
     """Canonical hash → the NB201 string of that cell with the fewest non-``none`` edges (ties: smallest string)."""
     table: dict[str, tuple[int, str]] = {}
     for ops in itertools.product(NB201_EDGE_OPS, repeat=len(_EDGES)):
-        by_node = [[f"{op}~{i}" for (i, j), op in zip(_EDGES, ops) if j == node] for node in (1, 2, 3)]
+        by_node = [[f"{op}~{i}" for (i, j), op in zip(_EDGES, ops, strict=True) if j == node] for node in (1, 2, 3)]
         arch_str = "+".join("|" + "|".join(group) + "|" for group in by_node)
         try:
             cell = cell_from_nb201(arch_str)
