@@ -1,8 +1,8 @@
 """``python -m lightning_nas <command>``: LightningCLI for every LightningModule, plus the pipeline stages.
 
 Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
-``class_path`` in the config) and ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
-write them to ``<trainer.default_root_dir>/metrics.json``). Heavy imports happen only once a command is chosen.
+``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
+write them to ``<trainer.default_root_dir>/metrics.json``) and ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`). Heavy imports happen only once a command is chosen.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_COMMANDS = ("evaluate",)
+STAGE_COMMANDS = ("evaluate", "zc")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
             "usage: python -m lightning_nas {" + ",".join(LIGHTNING_COMMANDS + STAGE_COMMANDS) + "} --config FILE [...]\n"
             "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
             "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
+            "  zc                         sample cells into the archive and compute their ZC vectors\n"
             "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
         )
         return
@@ -32,5 +33,9 @@ def main(argv: list[str] | None = None) -> None:
         from .lightning_cli import evaluate
 
         evaluate(rest)
+    elif command == "zc":
+        from .zc.stage import main as zc_main
+
+        zc_main(rest)
     else:
         sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..utils import preserved_state
+
 
 def count_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """``{"params", "macs", "flops"}`` of ``model`` for ONE sample of shape ``input_shape`` (no batch dimension:
@@ -27,14 +29,11 @@ def count_cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     first = next(iter(model.parameters()), None)
     x = torch.zeros(1, *map(int, shape), device=first.device if first is not None else "cpu",
                     dtype=first.dtype if first is not None else torch.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with preserved_state(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()
+        try:
             model(x)
-    except RuntimeError as e:
-        raise ValueError(f"input_shape: the model cannot run on a sample of shape {shape} ({e})") from e
-    finally:
-        model.train(was_training)
+        except RuntimeError as e:
+            raise ValueError(f"input_shape: the model cannot run on a sample of shape {shape} ({e})") from e
     flops = int(counter.get_total_flops())
     return {"params": sum(p.numel() for p in model.parameters()), "macs": flops // 2, "flops": flops}
