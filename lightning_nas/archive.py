@@ -1,0 +1,717 @@
+"""The archive: a resumable SQLite store of every evaluated cell and architecture (DESIGN §1, §4).
+
+One file (``<workdir>/archive.sqlite``, shared by the stages of a run) holds
+
+- ``cells``: every sampled cell keyed by :meth:`Cell.canonical_hash` (isomorphic cells are stored once) with its
+  JSON spec, its sample index (the order of sampling) and the run/stage that added it;
+- ``probes``: the fixed probe batches ``(x, y)`` the ZC vectors were computed on, stored as safetensors bytes
+  (never pickle) with their source and seed;
+- ``zc``: one row per (cell, probe): the proxy values (a JSON object ``name -> float``; NaN/±inf round-trip),
+  ``status`` ``'ok'`` or ``'failed'`` with the reason, the seconds spent and when it was written;
+- ``normalisers``: the ZC normaliser fitted for a probe (JSON);
+- ``archs``: evaluated architectures (spec, HL spec, metrics, budget, stage, run) — the search history;
+- ``meta``: ``format = 'lightning-nas-archive'``, ``schema_version`` (:data:`SCHEMA_VERSION`), ``op_set``, …
+
+Concurrency: the file is in WAL mode with a long busy timeout, every write is one short ``BEGIN IMMEDIATE``
+transaction and cells/ZC rows are inserted with ``INSERT OR IGNORE``, so any number of processes on one
+machine may write at once (the ZC stage shards across workers) and a killed writer loses only its uncommitted
+transaction. With ``synchronous = NORMAL`` a committed transaction survives a killed process; after a power cut
+the last few commits may be rolled back, but the file stays consistent. WAL needs a local file system (not NFS).
+
+An :class:`Archive` (its SQLite connection) belongs to the process and thread that opened it: **each process
+opens its own** ``Archive(path)``; using one after a ``fork`` raises :class:`ArchiveError`, and it cannot be
+pickled.
+
+Opening never modifies a file that is not a lightning-nas archive: the header and the ``meta`` table are
+checked over a read-only connection first, and anything unexpected raises :class:`ArchiveError` naming the
+file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from . import __version__
+from .space.cell import Cell
+from .space.ops import resolve_op_set
+
+SCHEMA_VERSION = 1
+"""Version of the table layout; an archive of another version is refused."""
+
+FORMAT = "lightning-nas-archive"
+"""Value of ``meta.format`` that marks a lightning-nas archive."""
+
+PROBE_SOURCES = ("digits", "cifar10", "gaussian")
+"""Where a probe batch may come from."""
+
+ZC_STATUSES = ("ok", "failed")
+
+BUSY_TIMEOUT_S = 60.0
+"""How long a writer waits for another writer's transaction before giving up."""
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_INHERITED: list[sqlite3.Connection] = []  # connections inherited over fork, kept alive and never used
+_CHUNK = 1000  # rows per transaction when adding many cells
+_IN_CHUNK = 500  # bound parameters per IN (...) query
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    hash         TEXT PRIMARY KEY,
+    spec         TEXT NOT NULL,
+    num_op_nodes INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    run          TEXT NOT NULL DEFAULT '',
+    stage        TEXT NOT NULL DEFAULT '',
+    created      REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_by_sample_index ON cells (sample_index);
+CREATE TABLE IF NOT EXISTS probes (
+    id      TEXT PRIMARY KEY,
+    source  TEXT NOT NULL,
+    seed    INTEGER NOT NULL,
+    tensors BLOB NOT NULL,
+    meta    TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zc (
+    probe_id  TEXT NOT NULL,
+    cell_hash TEXT NOT NULL,
+    status    TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    reason    TEXT NOT NULL DEFAULT '',
+    vals      TEXT CHECK (status = 'failed' OR vals IS NOT NULL),
+    seconds   REAL NOT NULL,
+    created   REAL NOT NULL,
+    PRIMARY KEY (probe_id, cell_hash)
+);
+CREATE INDEX IF NOT EXISTS zc_by_cell ON zc (cell_hash);
+CREATE TABLE IF NOT EXISTS normalisers (
+    probe_id TEXT PRIMARY KEY,
+    data     TEXT NOT NULL,
+    updated  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archs (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    spec    TEXT NOT NULL,
+    hl_spec TEXT,
+    metrics TEXT NOT NULL,
+    budget  TEXT,
+    stage   TEXT NOT NULL DEFAULT '',
+    run     TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS archs_by_stage_run ON archs (stage, run);
+"""
+
+
+class ArchiveError(ValueError):
+    """A file that is not a (compatible) lightning-nas archive, or a conflicting write."""
+
+
+class ArchiveNotFoundError(ArchiveError, FileNotFoundError):
+    """``Archive(path, create=False)`` on a path that does not exist (also a ``FileNotFoundError``)."""
+
+
+def _dumps(obj: Any, what: str) -> str:
+    try:
+        return json.dumps(obj, allow_nan=True, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what}: not JSON-serialisable ({err})") from None
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _values(values: Any, what: str) -> dict[str, float] | None:
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise ValueError(f"{what}: expected a dict proxy name -> float, got {type(values).__name__}")
+    out = {}
+    for key, value in values.items():
+        if not isinstance(key, str):
+            raise ValueError(f"{what}: proxy names must be strings, got {key!r}")
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{what}[{key!r}]: {value!r} is not a number") from None
+    return out
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-identical (NaN-safe): same dtype, shape and bytes."""
+    return a.dtype == b.dtype and a.shape == b.shape and _tensor_bytes(a) == _tensor_bytes(b)
+
+
+class Archive:
+    """A lightning-nas archive file (see the module docstring). Use as a context manager or call :meth:`close`.
+
+    ``Archive(path)`` creates the file and its schema when missing (``create=True``); with ``create=False`` a
+    missing path raises :class:`ArchiveNotFoundError` (an :class:`ArchiveError` and a ``FileNotFoundError``).
+    ``op_set`` (an op-set name such as ``"graphnet"``) is recorded when the archive is created (or when an archive
+    without one is first opened with one); opening with an ``op_set`` other than the recorded one raises
+    :class:`ArchiveError`, and :meth:`add_cells` refuses cells with ops outside the recorded op set.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = True, op_set: str | None = None):
+        self.path = Path(path)
+        self._con: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        if op_set is not None:
+            if not isinstance(op_set, str):
+                raise ValueError(f"op_set: expected an op-set name (a string), got {type(op_set).__name__}")
+            self._allowed = frozenset(resolve_op_set(op_set))  # ValueError for an unknown name
+        if self.path.is_dir():
+            raise ArchiveError(f"{self.path}: is a directory, not an archive file")
+        if self.path.exists():
+            state = self._inspect()
+            if state == "empty" and not create:
+                raise ArchiveError(f"{self.path}: an empty SQLite database, not a lightning-nas archive (create=False)")
+        elif not create:
+            raise ArchiveNotFoundError(f"{self.path}: no such archive (pass create=True to make one)")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except sqlite3.Error as err:
+            raise ArchiveError(f"{self.path}: cannot open ({err})") from None
+        self._con = con
+        try:
+            self._setup(create, op_set)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---- opening ---------------------------------------------------------------------------------
+    def _inspect(self) -> str:
+        """Check an existing file without modifying it: ``"ours"`` or ``"empty"`` (SQLite with no tables)."""
+        path = self.path
+        with open(path, "rb") as f:
+            head = f.read(100)
+        if head and head[: len(_SQLITE_HEADER)] != _SQLITE_HEADER:
+            raise ArchiveError(
+                f"{path}: not an SQLite database (starts with {head[:16]!r}), so not a lightning-nas archive"
+            )
+        # A read-only connection to a WAL-mode file leaves empty -wal/-shm files behind. When no -wal exists nobody
+        # has written since the last checkpoint, so read the main file as immutable (no side files); a writer that
+        # starts meanwhile only appends to its WAL, so the main file stays a consistent snapshot.
+        wal_file = len(head) > 18 and head[18] == 2
+        immutable = wal_file and not Path(f"{path}-wal").exists()
+        base = path.resolve().as_uri()
+        try:
+            try:
+                tables, meta = self._peek(base + ("?mode=ro&immutable=1" if immutable else "?mode=ro"))
+            except sqlite3.Error:
+                if not immutable:
+                    raise
+                tables, meta = self._peek(base + "?mode=ro")
+        except sqlite3.Error as err:
+            raise ArchiveError(f"{path}: unreadable SQLite database ({err}); not a lightning-nas archive") from None
+        if not tables:
+            return "empty"
+        if meta is None:
+            raise ArchiveError(
+                f"{path}: an SQLite database without a lightning-nas 'meta' table "
+                f"(tables: {', '.join(sorted(tables))}); not a lightning-nas archive, left untouched"
+            )
+        self._check_meta(meta)
+        return "ours"
+
+    @staticmethod
+    def _peek(uri: str) -> tuple[list[str], dict[str, str] | None]:
+        """Table names and the ``meta`` table (``None`` if absent) over a read-only connection."""
+        con = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            if "meta" not in tables:
+                return tables, None
+            try:
+                return tables, {str(k): str(v) for k, v in con.execute("SELECT key, value FROM meta")}
+            except sqlite3.OperationalError:  # a foreign 'meta' table of another shape
+                return tables, {}
+        finally:
+            con.close()
+
+    def _check_meta(self, meta: dict[str, str]) -> None:
+        path = self.path
+        if meta.get("format") != FORMAT:
+            raise ArchiveError(
+                f"{path}: meta.format is {meta.get('format')!r}, expected {FORMAT!r}; not a lightning-nas archive"
+            )
+        version = meta.get("schema_version")
+        if version != str(SCHEMA_VERSION):
+            raise ArchiveError(
+                f"{path}: archive schema_version {version!r}, but lightning-nas {__version__} reads schema_version "
+                f"{SCHEMA_VERSION}; use the lightning-nas version that wrote it"
+            )
+
+    def _setup(self, create: bool, op_set: str | None) -> None:
+        con = self._con
+        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ArchiveError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); is it on a local file system?")
+        con.execute("PRAGMA synchronous = NORMAL")
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            if not create:
+                raise ArchiveError(f"{self.path}: not a lightning-nas archive (no 'meta' table)")
+            with self._write() as cur:
+                # Re-check under the write lock: another process may have created the file meanwhile.
+                tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "meta" not in tables:
+                    raise ArchiveError(
+                        f"{self.path}: an SQLite database without a lightning-nas 'meta' table; left untouched"
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                rows = [
+                    ("format", FORMAT),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created", created),
+                    ("lightning_nas_version", __version__),
+                ]
+                if op_set is not None:
+                    rows.append(("op_set", op_set))
+                cur.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", rows)
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        self._check_meta(meta)
+        stored = meta.get("op_set")
+        if op_set is not None and stored is None:
+            with self._write() as cur:
+                stored = cur.execute("SELECT value FROM meta WHERE key = 'op_set'").fetchone()
+                stored = stored[0] if stored else None
+                if stored is None:
+                    bad = self._cells_outside(cur, frozenset(resolve_op_set(op_set)))
+                    if bad:
+                        raise ArchiveError(
+                            f"{self.path}: cannot record op_set {op_set!r}: stored cell {bad} uses other ops"
+                        )
+                    cur.execute("INSERT INTO meta (key, value) VALUES ('op_set', ?)", (op_set,))
+                    stored = op_set
+        if op_set is not None and stored != op_set:
+            raise ArchiveError(f"{self.path}: archive holds op_set {stored!r}, but op_set {op_set!r} was requested")
+        self._op_set = stored
+        try:
+            self._allowed = frozenset(resolve_op_set(stored)) if stored is not None else None
+        except ValueError as err:
+            raise ArchiveError(
+                f"{self.path}: recorded op_set {stored!r} is unknown to this lightning-nas ({err})"
+            ) from None
+
+    @staticmethod
+    def _cells_outside(cur: sqlite3.Cursor, allowed: frozenset[str]) -> str | None:
+        for cell_hash, spec in cur.execute("SELECT hash, spec FROM cells"):
+            if not set(json.loads(spec)["ops"]) <= allowed:
+                return cell_hash
+        return None
+
+    # ---- connection ------------------------------------------------------------------------------
+    @property
+    def op_set(self) -> str | None:
+        """The op-set name recorded in the archive, or ``None``."""
+        return self._op_set
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._con is None:
+            raise ArchiveError(f"{self.path}: archive is closed")
+        if os.getpid() != self._pid:
+            raise ArchiveError(
+                f"{self.path}: this Archive was opened in process {self._pid}; open a new Archive in each process"
+            )
+        return self._con
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One short write transaction (``BEGIN IMMEDIATE`` takes the write lock up front, waiting if busy)."""
+        con = self._db
+        cur = con.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        finally:
+            cur.close()
+
+    def _read(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        cur = self._db.execute(sql, params)
+        try:
+            return cur.fetchall()
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        con, self._con = self._con, None
+        if con is not None:
+            if os.getpid() == self._pid:
+                con.close()
+            else:  # inherited over fork: never close (or checkpoint) the parent's connection from a child
+                _INHERITED.append(con)
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):
+        raise TypeError("an Archive cannot be pickled: pass its path and open a new Archive in each process")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._con is None else "open"
+        return f"Archive({str(self.path)!r}, op_set={getattr(self, '_op_set', None)!r}, {state})"
+
+    # ---- cells -----------------------------------------------------------------------------------
+    def add_cells(self, cells: Iterable[Cell], run: str = "", stage: str = "", start_index: int | None = None) -> int:
+        """Insert cells not yet present (by canonical hash); return how many were new.
+
+        The ``k``-th cell of ``cells`` gets sample index ``start_index + k`` (so a resumed sampler that replays its
+        stream with the same ``start_index`` reproduces the indices); with ``start_index=None`` indices continue
+        after the largest stored one. Cells already present (or isomorphic to one) keep their first row.
+        Written in transactions of ~1000 cells."""
+        run, stage = str(run), str(stage)
+        position = 0
+        next_free: int | None = None
+        inserted = 0
+        batch: list[tuple[str, str, int]] = []
+
+        def flush() -> None:
+            nonlocal next_free, inserted
+            now = time.time()
+            with self._write() as cur:
+                if start_index is None:
+                    top = cur.execute("SELECT MAX(sample_index) FROM cells").fetchone()[0]
+                    base = max(-1 if top is None else top, -1 if next_free is None else next_free - 1) + 1
+                    params = [(h, s, n, base + k, run, stage, now) for k, (h, s, n) in enumerate(batch)]
+                    next_free = base + len(batch)
+                else:
+                    first = start_index + position - len(batch)
+                    params = [(h, s, n, first + k, run, stage, now) for k, (h, s, n) in enumerate(batch)]
+                cur.executemany(
+                    "INSERT OR IGNORE INTO cells (hash, spec, num_op_nodes, sample_index, run, stage, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    params,
+                )
+                inserted += cur.rowcount
+            batch.clear()
+
+        for cell in cells:
+            if not isinstance(cell, Cell):
+                raise TypeError(f"cells[{position}]: expected a Cell, got {type(cell).__name__}")
+            if self._allowed is not None and not set(cell.ops) <= self._allowed:
+                raise ArchiveError(
+                    f"{self.path}: cells[{position}] {cell} uses ops outside the archive's op_set {self._op_set!r}"
+                )
+            batch.append((cell.canonical_hash(), _dumps(cell.to_json(), "cell"), cell.num_op_nodes))
+            position += 1
+            if len(batch) >= _CHUNK:
+                flush()
+        if batch:
+            flush()
+        return inserted
+
+    def num_cells(self) -> int:
+        """Number of distinct cells stored."""
+        return self._read("SELECT COUNT(*) FROM cells")[0][0]
+
+    def has_cell(self, cell_hash: str) -> bool:
+        """Whether a cell with this canonical hash is stored."""
+        return bool(self._read("SELECT 1 FROM cells WHERE hash = ?", (cell_hash,)))
+
+    def get_cell(self, cell_hash: str) -> Cell:
+        """The stored cell with this canonical hash (``KeyError`` if absent)."""
+        rows = self._read("SELECT spec FROM cells WHERE hash = ?", (cell_hash,))
+        if not rows:
+            raise KeyError(f"{self.path}: no cell with hash {cell_hash!r}")
+        return Cell.from_json(rows[0][0])
+
+    def iter_cells(self, limit: int | None = None, offset: int = 0) -> Iterator[tuple[str, Cell]]:
+        """``(hash, cell)`` in sample order, skipping ``offset`` and yielding at most ``limit``.
+
+        Reads in pages (no statement stays open between yields), so the archive may be written meanwhile."""
+        remaining = -1 if limit is None else int(limit)
+        page = _CHUNK if remaining < 0 else min(_CHUNK, remaining)
+        if page == 0:
+            return
+        rows = self._read(
+            "SELECT sample_index, rowid, hash, spec FROM cells ORDER BY sample_index, rowid LIMIT ? OFFSET ?",
+            (page, int(offset)),
+        )
+        while rows:
+            for _, _, cell_hash, spec in rows:
+                yield cell_hash, Cell.from_json(spec)
+            if remaining >= 0:
+                remaining -= len(rows)
+                if remaining <= 0:
+                    return
+            page = _CHUNK if remaining < 0 else min(_CHUNK, remaining)
+            index, rowid = rows[-1][0], rows[-1][1]
+            rows = self._read(
+                "SELECT sample_index, rowid, hash, spec FROM cells WHERE (sample_index, rowid) > (?, ?)"
+                " ORDER BY sample_index, rowid LIMIT ?",
+                (index, rowid, page),
+            )
+
+    # ---- probes ----------------------------------------------------------------------------------
+    def add_probe(
+        self, probe_id: str, source: str, seed: int, x: torch.Tensor, y: torch.Tensor, meta: dict | None = None
+    ) -> None:
+        """Store a probe batch (idempotent). Re-adding an existing id with other tensors, source or seed raises
+        :class:`ArchiveError`; a different ``meta`` is ignored (the first one is kept)."""
+        if not isinstance(probe_id, str) or not probe_id:
+            raise ValueError(f"probe_id: expected a non-empty string, got {probe_id!r}")
+        if source not in PROBE_SOURCES:
+            raise ValueError(f"source: {source!r} is not one of {', '.join(PROBE_SOURCES)}")
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            raise TypeError("x, y: expected torch tensors")
+        x = x.detach().cpu().contiguous().clone()
+        y = y.detach().cpu().contiguous().clone()
+        blob = _st_save({"x": x, "y": y})
+        meta_text = _dumps(meta or {}, "meta")
+        with self._write() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO probes (id, source, seed, tensors, meta, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (probe_id, source, int(seed), blob, meta_text, time.time()),
+            )
+            if cur.rowcount:
+                return
+            old_source, old_seed, old_blob = cur.execute(
+                "SELECT source, seed, tensors FROM probes WHERE id = ?", (probe_id,)
+            ).fetchone()
+        old = _st_load(bytes(old_blob))
+        if old_source != source or old_seed != int(seed):
+            raise ArchiveError(
+                f"{self.path}: probe {probe_id!r} exists with source {old_source!r} seed {old_seed}, "
+                f"not {source!r} seed {int(seed)}"
+            )
+        if not (_same_tensor(old["x"], x) and _same_tensor(old["y"], y)):
+            raise ArchiveError(f"{self.path}: probe {probe_id!r} exists with different tensors; use a new probe id")
+
+    def get_probe(self, probe_id: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """``(x, y, {"source", "seed", "meta", "created"})`` of a stored probe (``KeyError`` if absent)."""
+        rows = self._read("SELECT source, seed, tensors, meta, created FROM probes WHERE id = ?", (probe_id,))
+        if not rows:
+            raise KeyError(f"{self.path}: no probe {probe_id!r} (stored: {self.probes()})")
+        source, seed, blob, meta, created = rows[0]
+        tensors = _st_load(bytes(blob))
+        info = {"source": source, "seed": seed, "meta": json.loads(meta), "created": created}
+        return tensors["x"], tensors["y"], info
+
+    def probes(self) -> list[str]:
+        """Ids of the stored probes, in the order they were added."""
+        return [r[0] for r in self._read("SELECT id FROM probes ORDER BY created, rowid")]
+
+    # ---- zero-cost rows --------------------------------------------------------------------------
+    @staticmethod
+    def _zc_params(row: tuple, now: float, where: str) -> tuple:
+        if not isinstance(row, tuple | list) or len(row) != 6:
+            raise ValueError(f"{where}: expected (cell_hash, probe_id, values, status, reason, seconds), got {row!r}")
+        cell_hash, probe_id, values, status, reason, seconds = row
+        if not isinstance(cell_hash, str) or not cell_hash:
+            raise ValueError(f"{where}: cell_hash must be a non-empty string, got {cell_hash!r}")
+        if not isinstance(probe_id, str) or not probe_id:
+            raise ValueError(f"{where}: probe_id must be a non-empty string, got {probe_id!r}")
+        if status not in ZC_STATUSES:
+            raise ValueError(f"{where}: status must be 'ok' or 'failed', got {status!r}")
+        values = _values(values, f"{where}: values")
+        if status == "ok" and values is None:
+            raise ValueError(f"{where}: an 'ok' row needs values (only 'failed' rows may have None)")
+        seconds = float(seconds)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{where}: seconds must be finite, got {seconds}")
+        vals = None if values is None else _dumps(values, f"{where}: values")
+        return probe_id, cell_hash, status, str(reason), vals, seconds, now
+
+    _INSERT_ZC = (
+        "INSERT OR IGNORE INTO zc (probe_id, cell_hash, status, reason, vals, seconds, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def add_zc(
+        self,
+        cell_hash: str,
+        probe_id: str,
+        values: dict[str, float] | None,
+        status: str = "ok",
+        reason: str = "",
+        seconds: float = 0.0,
+    ) -> bool:
+        """Record the ZC values of a cell on a probe. ``True`` if inserted; ``False`` if a row for
+        (cell, probe) already existed (it is kept unchanged, whatever its status)."""
+        params = self._zc_params((cell_hash, probe_id, values, status, reason, seconds), time.time(), "add_zc")
+        with self._write() as cur:
+            cur.execute(self._INSERT_ZC, params)
+            return cur.rowcount == 1
+
+    def add_zc_many(self, rows: Iterable[tuple[str, str, dict | None, str, str, float]]) -> int:
+        """:meth:`add_zc` for many ``(cell_hash, probe_id, values, status, reason, seconds)`` rows in one
+        transaction; returns how many were new. Rows are validated before anything is written."""
+        now = time.time()
+        params = [self._zc_params(row, now, f"rows[{k}]") for k, row in enumerate(rows)]
+        if not params:
+            return 0
+        with self._write() as cur:
+            cur.executemany(self._INSERT_ZC, params)
+            return cur.rowcount
+
+    def zc(self, probe_id: str, status: str | None = "ok") -> dict[str, dict[str, float]]:
+        """``cell_hash -> values`` on a probe, for rows of ``status`` (``None``: any status; rows without values
+        are left out), in insertion order."""
+        if status is None:
+            rows = self._read(
+                "SELECT cell_hash, vals FROM zc WHERE probe_id = ? AND vals IS NOT NULL ORDER BY rowid", (probe_id,)
+            )
+        else:
+            if status not in ZC_STATUSES:
+                raise ValueError(f"status: must be 'ok', 'failed' or None, got {status!r}")
+            rows = self._read(
+                "SELECT cell_hash, vals FROM zc WHERE probe_id = ? AND status = ? AND vals IS NOT NULL ORDER BY rowid",
+                (probe_id, status),
+            )
+        return {h: json.loads(v) for h, v in rows}
+
+    def zc_rows(self, probe_id: str) -> list[dict]:
+        """Every row on a probe (failed ones included), in insertion order, as dicts with keys ``hash``,
+        ``probe_id``, ``status``, ``reason``, ``seconds``, ``created`` (unix time) and ``values`` (dict or None)."""
+        rows = self._read(
+            "SELECT cell_hash, status, reason, seconds, created, vals FROM zc WHERE probe_id = ? ORDER BY rowid",
+            (probe_id,),
+        )
+        return [
+            {
+                "hash": h,
+                "probe_id": probe_id,
+                "status": s,
+                "reason": r,
+                "seconds": sec,
+                "created": c,
+                "values": _loads(v),
+            }
+            for h, s, r, sec, c, v in rows
+        ]
+
+    def pending(self, probe_id: str, hashes: Iterable[str]) -> list[str]:
+        """Those of ``hashes`` without a row on ``probe_id`` (ok or failed), in the given order, duplicates
+        dropped — the work left for a resumed ZC stage."""
+        wanted = list(dict.fromkeys(hashes))
+        done: set[str] = set()
+        for k in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[k : k + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))  # placeholders only; values are bound
+            done.update(
+                r[0]
+                for r in self._read(
+                    f"SELECT cell_hash FROM zc WHERE probe_id = ? AND cell_hash IN ({marks})", [probe_id, *chunk]
+                )
+            )
+        return [h for h in wanted if h not in done]
+
+    def count_zc(self, probe_id: str) -> dict[str, int]:
+        """``{"ok": n, "failed": m}`` rows on a probe."""
+        counts = dict.fromkeys(ZC_STATUSES, 0)
+        counts.update(self._read("SELECT status, COUNT(*) FROM zc WHERE probe_id = ? GROUP BY status", (probe_id,)))
+        return counts
+
+    # ---- normalisers -----------------------------------------------------------------------------
+    def set_normaliser(self, probe_id: str, data: dict) -> None:
+        """Store (or replace) the ZC normaliser fitted on a probe's values."""
+        if not isinstance(data, dict):
+            raise ValueError(f"data: expected a dict, got {type(data).__name__}")
+        text = _dumps(data, "normaliser")
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO normalisers (probe_id, data, updated) VALUES (?, ?, ?)"
+                " ON CONFLICT (probe_id) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+                (probe_id, text, time.time()),
+            )
+
+    def get_normaliser(self, probe_id: str) -> dict | None:
+        """The stored normaliser of a probe, or ``None``."""
+        rows = self._read("SELECT data FROM normalisers WHERE probe_id = ?", (probe_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    # ---- architectures ---------------------------------------------------------------------------
+    def add_arch(
+        self,
+        spec: dict,
+        metrics: dict | None = None,
+        hl_spec: dict | None = None,
+        budget: dict | None = None,
+        stage: str = "",
+        run: str = "",
+    ) -> int:
+        """Append an evaluated architecture (spec and HL spec as JSON objects); return its id."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"spec: expected a dict (the architecture's JSON spec), got {type(spec).__name__}")
+        params = (
+            _dumps(spec, "spec"),
+            None if hl_spec is None else _dumps(hl_spec, "hl_spec"),
+            _dumps(metrics or {}, "metrics"),
+            None if budget is None else _dumps(budget, "budget"),
+            str(stage),
+            str(run),
+            time.time(),
+        )
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO archs (spec, hl_spec, metrics, budget, stage, run, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params,
+            )
+            return int(cur.lastrowid)
+
+    def archs(self, stage: str | None = None, run: str | None = None) -> list[dict]:
+        """Stored architectures (filtered by ``stage``/``run`` when given) in insertion order, as dicts with keys
+        ``id``, ``spec``, ``hl_spec``, ``metrics``, ``budget``, ``stage``, ``run``, ``created``."""
+        rows = self._read(
+            "SELECT id, spec, hl_spec, metrics, budget, stage, run, created FROM archs"
+            " WHERE (?1 IS NULL OR stage = ?1) AND (?2 IS NULL OR run = ?2) ORDER BY id",
+            (stage, run),
+        )
+        return [
+            {
+                "id": i,
+                "spec": json.loads(s),
+                "hl_spec": _loads(h),
+                "metrics": json.loads(m),
+                "budget": _loads(b),
+                "stage": st,
+                "run": r,
+                "created": c,
+            }
+            for i, s, h, m, b, st, r, c in rows
+        ]

@@ -1,0 +1,161 @@
+"""Stage ``zc``: sampling into the archive, ZC vectors, resumability after kill -9, failures recorded, metrics."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lightning_nas.archive import Archive, ArchiveError
+from lightning_nas.space import Cell
+from lightning_nas.zc import Probe, zc_vector
+from lightning_nas.zc import stage as zc_stage
+from lightning_nas.zc.stage import ProbeConfig, ZCStageConfig, run_zc_stage
+from tests.conftest import REPO
+
+SMALL = {"op_set": "nb201", "unlabelled": 30, "labelled": 5, "seed": 3, "run": "test"}
+PROBE = ProbeConfig(source="gaussian", seed=1, batch_size=8)
+
+
+def config(tmp_path, **kw):
+    return ZCStageConfig(workdir=str(tmp_path), probe=PROBE, threads=1, **{**SMALL, **kw})
+
+
+def test_stage_fills_archive_and_writes_metrics(tmp_path):
+    metrics = run_zc_stage(config(tmp_path))
+    saved = json.loads((tmp_path / "zc" / "metrics.json").read_text())
+    assert saved == metrics
+    assert metrics["cells"] == 30 and metrics["labelled"] == 5 and metrics["failed"] == 0
+    assert metrics["evals_per_s"] > 0
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        (probe_id,) = archive.probes()
+        x, y, info = archive.get_probe(probe_id)
+        probe = Probe.from_source("gaussian", seed=1, batch_size=8)
+        assert torch.equal(x, probe.x) and torch.equal(y, probe.y) and info["source"] == "gaussian"
+        rows = archive.zc(probe_id)
+        # the labelled cells are the first five in sample order, and their stored vector is the real one
+        first = [h for h, _ in archive.iter_cells(limit=5)]
+        assert sorted(rows) == sorted(first)
+        cell = archive.get_cell(first[0])
+        assert rows[first[0]] == pytest.approx(zc_vector(cell, probe))
+        assert set(rows[first[0]]) == {"naswot", "snip_ssnr", "params", "flops", "tcet"}
+        normaliser = archive.get_normaliser(probe_id)
+    assert normaliser == json.loads((tmp_path / "zc" / "normaliser.json").read_text())
+    assert json.loads((tmp_path / "zc" / "config.json").read_text())["probe_id"] == probe_id
+
+    again = run_zc_stage(config(tmp_path))  # nothing left to do: nothing recomputed
+    assert again["evaluated_this_run"] == 0 and again["labelled"] == 5
+
+
+def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypatch):
+    real = zc_stage.cell_scores
+    calls = []
+
+    def flaky(cell, probe):
+        calls.append(cell)
+        if len(calls) == 2:
+            raise RuntimeError("NaN in the loss")
+        values, problems, seconds = real(cell, probe)
+        if len(calls) == 3:
+            problems = {"naswot": "singular kernel: sentinel 0"}
+        return values, problems, seconds
+
+    monkeypatch.setattr(zc_stage, "cell_scores", flaky)
+    metrics = run_zc_stage(config(tmp_path))
+    assert metrics["labelled"] == 3 and metrics["failed"] == 2
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        rows = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert sorted(r["reason"] for r in failed) == ["RuntimeError: NaN in the loss", "naswot: singular kernel: sentinel 0"]
+    # a failed row is final: a rerun does not retry it
+    monkeypatch.setattr(zc_stage, "cell_scores", lambda *a: pytest.fail("recomputed a stored evaluation"))
+    assert run_zc_stage(config(tmp_path))["evaluated_this_run"] == 0
+
+
+def test_kill_minus_nine_then_resume(tmp_path):
+    """kill -9 mid-run, run again: it finishes, with no duplicate and no completed evaluation lost or recomputed."""
+    args = [sys.executable, "-m", "lightning_nas", "zc", "--config", str(REPO / "configs" / "zc" / "tiny.yaml"),
+            f"--workdir={tmp_path}", "--op_set=nb201", "--unlabelled=40", "--labelled=10", "--workers=1",
+            "--threads=1", "--probe.source=gaussian", "--probe.batch_size=8"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = tmp_path / "archive.sqlite"
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and done < 3:
+        time.sleep(0.5)
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                    done = con.execute("SELECT COUNT(*) FROM zc").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < 10, f"expected a run killed midway, saw {done} rows"
+    with Archive(db) as archive:
+        before = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
+
+    finished = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    metrics = json.loads((tmp_path / "zc" / "metrics.json").read_text())
+    assert metrics["labelled"] + metrics["failed"] == 10
+    assert metrics["evaluated_this_run"] == 10 - len(before)
+    with Archive(db) as archive:
+        after = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
+        assert archive.num_cells() == 40
+    assert len(after) == 10
+    for h, row in before.items():  # not recomputed: same timestamp, same values
+        assert after[h]["created"] == row["created"] and after[h]["values"] == row["values"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (10, 10)
+
+
+def test_two_workers_give_the_same_vectors_as_one(tmp_path):
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    run_zc_stage(config(one, labelled=4))
+    run_zc_stage(config(two, labelled=4, workers=2))
+    with Archive(one / "archive.sqlite") as a, Archive(two / "archive.sqlite") as b:
+        assert a.zc(a.probes()[0]) == b.zc(b.probes()[0])
+
+
+def test_bad_settings_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="labelled"):
+        config(tmp_path, labelled=50)
+    with pytest.raises(ValueError, match="op_set"):
+        config(tmp_path, op_set="darts")
+    with pytest.raises(ValueError, match="probe.source"):
+        ZCStageConfig(workdir=str(tmp_path), probe=ProbeConfig(source="imagenet"))
+    run_zc_stage(config(tmp_path, labelled=0))
+    with pytest.raises(ArchiveError, match="op_set"):
+        run_zc_stage(config(tmp_path, op_set="graphnet", labelled=0))
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        Probe.from_source("cifar10", data_dir=tmp_path)
+
+
+def test_cifar10_probe_from_a_generated_data_dir(tmp_path):
+    """The cifar10 source reads torchvision's python-format CIFAR-10 from data_dir (here a tiny generated copy)."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8), "labels": rng.integers(0, 10, 20).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    probe = Probe.from_source("cifar10", seed=0, batch_size=16, data_dir=tmp_path)
+    assert probe.x.shape == (16, 3, 32, 32) and probe.y.shape == (16,)
+    assert Probe.from_source("cifar10", seed=0, batch_size=16, data_dir=tmp_path).id == probe.id
+    assert abs(probe.x.mean().item()) < 0.5  # normalised
+    cell = Cell.random(seed=0, op_set="nb201")
+    assert zc_vector(cell, probe)["params"] > 0
