@@ -26,6 +26,7 @@ evaluate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/space.py
+	$(PY) benchmarks/zc_throughput.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

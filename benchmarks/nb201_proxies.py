@@ -100,7 +100,7 @@ def evaluate_task(task: dict) -> dict:
     from lightning_nas import zc
     from lightning_nas.space import Cell
 
-    line = {k: task[k] for k in ("row", "probe", "arch_str", "cifar10", "cifar100", "imagenet16", "config")}
+    line = {k: task[k] for k in ("row", "probe", "arch_str", "cifar10", "cifar100", "imagenet16", "config", "workers")}
     try:
         probe = _probe(task["probe"])
         start = time.perf_counter()
@@ -181,6 +181,7 @@ def run(args, jsonl: Path) -> None:
         {
             "row": r.index, "probe": probe, "arch_str": r.arch_str,
             "cifar10": r.cifar10, "cifar100": r.cifar100, "imagenet16": r.imagenet16, "config": config,
+            "workers": args.workers,
         }
         for r in rows
         for probe in args.probes
@@ -297,6 +298,7 @@ def build_report(lines: list[dict], jsonl: Path) -> tuple[str, dict]:
         zico_s = [l["zico_seconds"] for l in plines]
         corr = correlations(plines)
         probe_ids = sorted({l.get("probe_id", "?") for l in plines})
+        workers = sorted({l.get("workers", "?") for l in plines}, key=str)
         summary["probes"][probe] = {
             "cells": len(plines),
             "probe_id": probe_ids,
@@ -312,7 +314,9 @@ def build_report(lines: list[dict], jsonl: Path) -> tuple[str, dict]:
             "",
             f"Cells evaluated: **{len(plines)}**. Seconds per cell (one thread; build + all proxies): "
             f"mean {statistics.mean(secs):.2f}, median {statistics.median(secs):.2f} "
-            f"(of which ZiCo {statistics.mean(zico_s):.2f}, Zen {statistics.mean(zen_s):.2f} on average).",
+            f"(of which ZiCo {statistics.mean(zico_s):.2f}, Zen {statistics.mean(zen_s):.2f} on average); "
+            f"worker processes running side by side: {', '.join(map(str, workers))} "
+            "(wall seconds inside a worker: they grow when the workers outnumber free cores).",
             "",
             "| proxy | ρ C10 | τ C10 | ρ C100 | τ C100 | ρ IN16 | τ IN16 | published ρ C10 | n | problems |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
