@@ -1,5 +1,6 @@
 """LightningDataModules of lightning-nas (a top-level package of the `lightning-nas` distribution)."""
 
 from .digits import DigitsDataModule
+from .graph_zc import GraphZCDataModule
 
-__all__ = ["DigitsDataModule"]
+__all__ = ["DigitsDataModule", "GraphZCDataModule"]

@@ -1,5 +1,6 @@
 """LightningModules of lightning-nas: one per learned component (DESIGN.md §5)."""
 
 from .classifier import ClassifierModule
+from .gvae import GVAEModule
 
-__all__ = ["ClassifierModule"]
+__all__ = ["ClassifierModule", "GVAEModule"]

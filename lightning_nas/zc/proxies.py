@@ -207,9 +207,10 @@ def evaluate_proxies(
                 naswot_value, singular = _logdet(total)
                 if singular:
                     problems["naswot"] = "singular kernel (identical activation codes in the batch): sentinel 0"
-            per_layer = [_logdet(k) for k in kernels]
-            lnwot = [v for v, _ in per_layer]
-            n_singular = sum(s for _, s in per_layer)
+            if wanted & {"lnwot", "tcet"}:
+                per_layer = [_logdet(k) for k in kernels]
+                lnwot = [v for v, _ in per_layer]
+                n_singular = sum(s for _, s in per_layer)
         if wanted & {"snip", "snip_ssnr", "tcet"}:
             saliency = _saliencies(model, layers, x, y, loss_fn)
             snr = [_snr(s) for s in saliency]

@@ -1,0 +1,309 @@
+"""G-VAE over cells with a triplet-regularised latent space and a ZC predictor (paper §3.1, Eq. 4–5, App. A).
+
+Read top to bottom: the encoder (dense GCN from torch_geometric over the 9-node cell encoding), the decoder (MLP
+heads for edges, op types and kernels), the predictor q, then the LightningModule that trains them jointly.
+
+Loss per step (labelled and unlabelled batches paired, as the paper does):
+``recon(all) + kl_weight·KL(all) + triplet_weight·triplet(labelled) + predictor_weight·MSE(q(μ), ẑ)(labelled)``,
+where ẑ is the normalised ZC vector. Reconstruction is summed over a cell's 28 possible edges (BCE), its 6 op-type
+slots (cross-entropy, an 11th class = empty slot) and the kernels of the slots that have one; KL is summed over
+latent dimensions; both are averaged over cells.
+
+Triplets (Eq. 5) are mined inside each labelled batch: for anchor i, the positive is its nearest cell in normalised
+ZC space (L1) if that distance is below the batch's median pairwise distance, the negative its farthest cell if that
+is above the median; the term is ``max(d(i,p)² − d(i,n)² + margin, 0)`` with ``d`` the mean absolute difference of
+latent means (L1 / latent size, so the margin does not depend on the latent size).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import DenseGCNConv
+from torchmetrics.functional import r2_score, spearman_corrcoef
+
+from ..space.cell import ENCODING_FEATURES, ENCODING_NODES, Cell
+from ..space.decoding import (
+    ABSENT,
+    MAX_OP_NODES,
+    NUM_KERNELS,
+    NUM_TYPE_CLASSES,
+    batch_targets,
+    decode_cells,
+    upper_triangle,
+)
+
+ENCODING_VERSION = 1
+"""Version of the (cell encoding, decoder targets) pair a checkpoint was trained with."""
+
+
+def encode_inputs(cells: Sequence[Cell]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked encoder inputs: B×9×9 adjacency and B×9×16 node features (see :meth:`Cell.to_tensors`)."""
+    adj, feat = zip(*(c.to_tensors() for c in cells), strict=True)
+    return torch.stack(adj), torch.stack(feat)
+
+
+class GraphEncoder(nn.Module):
+    """``layers`` dense GCN layers (LayerNorm, ReLU) over the cell graph with edges in both directions and self
+    loops, node embeddings flattened (node positions carry their roles), then linear maps to μ and log σ²."""
+
+    def __init__(self, hidden: int, latent: int, layers: int):
+        super().__init__()
+        dims = [ENCODING_FEATURES] + [hidden] * layers
+        self.convs = nn.ModuleList(DenseGCNConv(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
+        self.mu = nn.Linear(ENCODING_NODES * hidden, latent)
+        self.logvar = nn.Linear(ENCODING_NODES * hidden, latent)
+
+    def forward(self, adj: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sym = (adj + adj.transpose(1, 2)).clamp(max=1.0)
+        h = feat
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = F.relu(norm(conv(h, sym)))
+        h = h.flatten(1)
+        return self.mu(h), self.logvar(h)
+
+
+class GraphDecoder(nn.Module):
+    """Two MLP heads from a latent: logits of the 28 forward edges, and per op slot the op-type (11 classes) and
+    kernel (3 classes) logits."""
+
+    def __init__(self, hidden: int, latent: int):
+        super().__init__()
+        self.edges = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, (MAX_OP_NODES + 2) * (MAX_OP_NODES + 1) // 2))
+        self.nodes = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, MAX_OP_NODES * (NUM_TYPE_CLASSES + NUM_KERNELS)))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        nodes = self.nodes(z).view(-1, MAX_OP_NODES, NUM_TYPE_CLASSES + NUM_KERNELS)
+        return self.edges(z), nodes[..., :NUM_TYPE_CLASSES], nodes[..., NUM_TYPE_CLASSES:]
+
+
+def edge_matrix(edge_logits: torch.Tensor) -> torch.Tensor:
+    """B×28 forward-edge logits as B×8×8 (−inf below and on the diagonal)."""
+    n = MAX_OP_NODES + 2
+    full = torch.full((edge_logits.shape[0], n, n), -math.inf, device=edge_logits.device, dtype=edge_logits.dtype)
+    rows, cols = torch.triu_indices(n, n, offset=1, device=edge_logits.device)
+    full[:, rows, cols] = edge_logits
+    return full
+
+
+class GVAEModule(L.LightningModule):
+    """Trains encoder f, decoder f⁻¹ and predictor q jointly; the ZC normaliser and the search space travel in the
+    checkpoint.
+
+    Args:
+        hidden: GCN and MLP width (paper 512).
+        latent: latent size (paper 256).
+        layers: GCN layers (paper 4).
+        zc_dims: size of the ZC vector q predicts.
+        lr, weight_decay: AdamW (cosine schedule to 0 over the run).
+        kl_weight, triplet_weight, triplet_margin, predictor_weight: loss terms (see the module docstring).
+        prior_samples: latents drawn from N(0, I) at each validation to measure validity/uniqueness/novelty.
+    """
+
+    def __init__(
+        self,
+        hidden: int = 128,
+        latent: int = 32,
+        layers: int = 4,
+        zc_dims: int = 4,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        kl_weight: float = 0.005,
+        triplet_weight: float = 1.0,
+        triplet_margin: float = 0.1,
+        predictor_weight: float = 1.0,
+        prior_samples: int = 1000,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = GraphEncoder(hidden, latent, layers)
+        self.decoder = GraphDecoder(hidden, latent)
+        self.predictor = nn.Sequential(nn.Linear(latent, latent), nn.ReLU(), nn.Linear(latent, zc_dims))
+        self.space: dict = {}  # op_set and encoding version, set from the data and stored in the checkpoint
+        self.normaliser: dict | None = None
+        self.decode_stats = {"decoded": 0, "repaired": 0}
+
+    # ---- the model -------------------------------------------------------------------------------------------
+    def forward(self, adj: torch.Tensor, feat: torch.Tensor):
+        mu, logvar = self.encoder(adj, feat)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        return mu, logvar, z, self.decoder(z)
+
+    @torch.no_grad()
+    def encode(self, cells: Sequence[Cell]) -> torch.Tensor:
+        """Latent means f(x) of ``cells`` (B×latent)."""
+        adj, feat = encode_inputs(cells)
+        return self.encoder(adj.to(self.device), feat.to(self.device))[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> list[Cell]:
+        """Valid cells f⁻¹(z); how many needed repair accumulates in ``decode_stats``."""
+        cells, repaired = decode_cells(*self._decode_logits(latents.to(self.device)))
+        self.decode_stats["decoded"] += len(cells)
+        self.decode_stats["repaired"] += sum(repaired)
+        return cells
+
+    def _decode_logits(self, z: torch.Tensor):
+        edges, types, kernels = self.decoder(z)
+        return edge_matrix(edges), types, kernels
+
+    @torch.no_grad()
+    def predict_zc(self, latents: torch.Tensor) -> torch.Tensor:
+        """q(z): the normalised ZC vector predicted from latents."""
+        return self.predictor(latents.to(self.device))
+
+    # ---- losses ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def reconstruction(decoded, targets) -> torch.Tensor:
+        edges, types, kernels = decoded
+        adj, op_type, kernel = targets
+        bce = F.binary_cross_entropy_with_logits(edges, upper_triangle(adj), reduction="none").sum(1)
+        ce_type = F.cross_entropy(types.transpose(1, 2), op_type, reduction="none").sum(1)
+        ce_kernel = F.cross_entropy(kernels.transpose(1, 2), kernel.clamp(min=0), reduction="none")
+        ce_kernel = (ce_kernel * (kernel >= 0)).sum(1)
+        return (bce + ce_type + ce_kernel).mean()
+
+    @staticmethod
+    def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
+
+    def triplet(self, mu: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
+        """Eq. 5 with in-batch mining (module docstring); 0 when no anchor has both a positive and a negative."""
+        n = len(zc)
+        if n < 3:
+            return mu.new_zeros(())
+        dz = torch.cdist(zc, zc, p=1)
+        threshold = dz[~torch.eye(n, dtype=torch.bool, device=dz.device)].median()
+        far = dz.masked_fill(torch.eye(n, dtype=torch.bool, device=dz.device), -1.0)
+        near = dz.masked_fill(torch.eye(n, dtype=torch.bool, device=dz.device), math.inf)
+        pos_d, pos = near.min(1)
+        neg_d, neg = far.max(1)
+        valid = (pos_d < threshold) & (neg_d > threshold)
+        if not valid.any():
+            return mu.new_zeros(())
+        d_pos = (mu - mu[pos]).abs().mean(1)
+        d_neg = (mu - mu[neg]).abs().mean(1)
+        return F.relu(d_pos.pow(2) - d_neg.pow(2) + self.hparams.triplet_margin)[valid].mean()
+
+    def _losses(self, batch: dict, labelled: bool) -> dict[str, torch.Tensor]:
+        mu, logvar, _, decoded = self(batch["adj"], batch["feat"])
+        targets = (batch["target_adj"], batch["target_type"], batch["target_kernel"])
+        out = {"recon": self.reconstruction(decoded, targets), "kl": self.kl(mu, logvar)}
+        if labelled:
+            out["triplet"] = self.triplet(mu, batch["zc"])
+            out["predictor"] = F.mse_loss(self.predictor(mu), batch["zc"])
+        return out
+
+    def training_step(self, batch, batch_idx):
+        hp = self.hparams
+        parts = {}
+        for kind in ("unlabelled", "labelled"):
+            if batch.get(kind) is not None:
+                for name, value in self._losses(batch[kind], kind == "labelled").items():
+                    parts.setdefault(name, []).append(value)
+        terms = {name: torch.stack(v).mean() for name, v in parts.items()}
+        loss = terms["recon"] + hp.kl_weight * terms["kl"]
+        if "triplet" in terms:
+            loss = loss + hp.triplet_weight * terms["triplet"] + hp.predictor_weight * terms["predictor"]
+        n = sum(len(b["hash"]) for b in batch.values() if b is not None)
+        self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        steps = max(1, self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=0.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation metrics (written to <trainer.default_root_dir>/metrics.json) ------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"exact": 0, "total": 0, "mu": [], "zc": []}
+
+    def validation_step(self, batch, batch_idx):
+        mu, logvar = self.encoder(batch["adj"], batch["feat"])
+        decoded = self.decoder(mu)
+        targets = (batch["target_adj"], batch["target_type"], batch["target_kernel"])
+        n = len(mu)
+        self.log("val/recon", self.reconstruction(decoded, targets), batch_size=n, sync_dist=True)
+        self.log("val/kl", self.kl(mu, logvar), batch_size=n, sync_dist=True)
+        cells, _ = decode_cells(edge_matrix(decoded[0]), decoded[1], decoded[2])
+        self._val["exact"] += sum(c.canonical_hash() == h for c, h in zip(cells, batch["hash"], strict=True))
+        self._val["total"] += n
+        labelled = batch["labelled"]
+        self._val["mu"].append(mu[labelled].cpu())
+        self._val["zc"].append(batch["zc"][labelled].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.validation_metrics()
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, sync_dist=True, batch_size=1)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            out = Path(self.trainer.default_root_dir) / "metrics.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
+
+    def validation_metrics(self) -> dict[str, float]:
+        """recon_exact (held-out), validity/uniqueness/novelty (prior samples), latent_zc_spearman, predictor_r2_*."""
+        v = self._val
+        metrics = {"recon_exact": v["exact"] / max(1, v["total"])}
+        gen = torch.Generator().manual_seed(0)
+        z = torch.randn(self.hparams.prior_samples, self.hparams.latent, generator=gen).to(self.device)
+        cells, repaired = decode_cells(*self._decode_logits(z))
+        hashes = [c.canonical_hash() for c in cells]
+        seen = getattr(self.trainer.datamodule, "train_hashes", set()) if self._trainer is not None else set()
+        metrics["validity"] = 1.0 - sum(repaired) / len(cells)
+        metrics["uniqueness"] = len(set(hashes)) / len(cells)
+        metrics["novelty"] = sum(h not in seen for h in hashes) / len(cells)
+        mu, zc = torch.cat(v["mu"]) if v["mu"] else None, torch.cat(v["zc"]) if v["zc"] else None
+        if mu is not None and len(mu) >= 3:
+            pairs = torch.triu_indices(len(mu), len(mu), offset=1)
+            d_latent = (mu[pairs[0]] - mu[pairs[1]]).abs().sum(1)
+            d_zc = (zc[pairs[0]] - zc[pairs[1]]).abs().sum(1)
+            metrics["latent_zc_spearman"] = float(spearman_corrcoef(d_latent, d_zc))
+            r2 = r2_score(self.predictor(mu.to(self.device)).cpu(), zc, multioutput="raw_values")
+            for name, value in zip(self._zc_names(), r2.tolist(), strict=True):
+                metrics[f"predictor_r2_{name}"] = value
+        return metrics
+
+    def _zc_names(self) -> list[str]:
+        names = (self.normaliser or {}).get("names")
+        return list(names) if names else [str(i) for i in range(self.hparams.zc_dims)]
+
+    def setup(self, stage: str) -> None:
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if data is not None and hasattr(data, "op_set"):
+            data.setup(stage)
+            self.check_space(data.op_set)
+            self.normaliser = data.normaliser
+
+    # ---- checkpoint: the space and the normaliser travel with the weights -------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lightning_nas"] = {"space": self.space, "zc_normaliser": self.normaliser}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("lightning_nas", {})
+        self.space, self.normaliser = saved.get("space", {}), saved.get("zc_normaliser")
+
+    def check_space(self, op_set: str | None) -> None:
+        """Refuse data from another search space than the one this model was trained on."""
+        want = {"op_set": op_set, "encoding": ENCODING_VERSION}
+        if self.space and self.space != want:
+            raise ValueError(
+                f"G-VAE checkpoint was trained on {self.space}, the archive is {want}: train a G-VAE for this "
+                "search space (op set and encoding must match)"
+            )
+        self.space = want
+
+
+__all__ = ["ABSENT", "ENCODING_VERSION", "GVAEModule", "GraphDecoder", "GraphEncoder", "encode_inputs"]

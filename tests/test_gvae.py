@@ -1,0 +1,142 @@
+"""G-VAE: decoding with repair, the loss terms, training on a tiny archive, checkpoint contents."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from datamodules import GraphZCDataModule
+from lightning_nas.archive import Archive
+from lightning_nas.models import GVAEModule
+from lightning_nas.models.gvae import edge_matrix
+from lightning_nas.space import Cell, sample_cells
+from lightning_nas.space.decoding import ABSENT, NUM_KERNELS, NUM_TYPE_CLASSES, batch_targets, decode_cells, upper_triangle
+
+
+def perfect_logits(cells):
+    """Decoder outputs that put all mass on the true cell."""
+    adj, op_type, kernel = batch_targets(cells)
+    edges = edge_matrix(upper_triangle(adj) * 20 - 10)
+    types = torch.nn.functional.one_hot(op_type, NUM_TYPE_CLASSES).float() * 10
+    kernels = torch.nn.functional.one_hot(kernel.clamp(min=0), NUM_KERNELS).float() * 10
+    return edges, types, kernels
+
+
+def test_decoding_perfect_logits_gives_the_cell_back_without_repair():
+    cells = [Cell.random(seed=s, num_op_nodes=1 + s % 6) for s in range(300)]
+    cells += list(sample_cells(100, seed=1, op_set="nb201"))
+    cells += [Cell((), ((0, 1),)), Cell(("skip",), ((0, 1), (0, 2), (1, 2)))]
+    decoded, repaired = decode_cells(*perfect_logits(cells))
+    assert decoded == cells and not any(repaired)
+
+
+def test_random_logits_always_decode_to_valid_cells_and_repairs_are_counted():
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    edges = edge_matrix(torch.randn(n, 28, generator=gen) * 3)
+    types = torch.randn(n, 6, NUM_TYPE_CLASSES, generator=gen)
+    kernels = torch.randn(n, 6, NUM_KERNELS, generator=gen)
+    cells, repaired = decode_cells(edges, types, kernels)
+    assert len(cells) == n and all(isinstance(c, Cell) for c in cells)  # Cell() validates: all valid
+    assert 0 < sum(repaired) < n
+
+
+def test_repair_rules():
+    """One op node (conv) with no likely input and no likely consumer: it gets its likeliest parent and feeds the
+    output; the input → output edge the logits asked for stays."""
+    edges = torch.full((1, 28), -5.0)
+    full = edge_matrix(edges)
+    full[0, 0, 7] = 5.0  # input → output
+    types = torch.full((1, 6, NUM_TYPE_CLASSES), -5.0)
+    types[0, :, ABSENT] = 5.0
+    types[0, 2, 1] = 9.0  # slot 2 = conv (type index 1), the only op node
+    kernels = torch.zeros(1, 6, NUM_KERNELS)
+    kernels[0, 2, 2] = 1.0  # kernel 5
+    (cell,), (repaired,) = decode_cells(full, types, kernels)
+    assert repaired and cell == Cell(("conv_k5",), ((0, 1), (0, 2), (1, 2)))
+
+
+def test_triplet_term_by_hand():
+    model = GVAEModule(hidden=8, latent=2, layers=1, triplet_margin=0.5)
+    zc = torch.tensor([[0.0], [0.1], [5.0], [5.2]])
+    mu = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5], [2.0, 0.0]])
+    # pairwise ZC L1 distances; median of the off-diagonal = (4.9+5.0)/2 = 4.95
+    # anchor 0: pos 1 (0.1), neg 3 (5.2); anchor 1: pos 0, neg 3 (5.1); anchor 2: pos 3, neg 0 (5.0);
+    # anchor 3: pos 2, neg 0 (5.2). d = mean |Δμ|.
+    d = lambda a, b: (mu[a] - mu[b]).abs().mean().item()  # noqa: E731
+    expected = [max(d(0, 1) ** 2 - d(0, 3) ** 2 + 0.5, 0), max(d(1, 0) ** 2 - d(1, 3) ** 2 + 0.5, 0),
+                max(d(2, 3) ** 2 - d(2, 0) ** 2 + 0.5, 0), max(d(3, 2) ** 2 - d(3, 0) ** 2 + 0.5, 0)]
+    assert model.triplet(mu, zc).item() == pytest.approx(sum(expected) / 4)
+
+
+def test_kl_of_the_prior_is_zero_and_positive_elsewhere():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    assert GVAEModule.kl(mu, logvar).item() == 0.0
+    assert GVAEModule.kl(mu + 1, logvar).item() == pytest.approx(2.0)  # ½·Σ μ² over 4 dims
+
+
+@pytest.fixture(scope="module")
+def tiny_archive(tmp_path_factory):
+    """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress)."""
+    path = tmp_path_factory.mktemp("gvae") / "archive.sqlite"
+    cells = list(sample_cells(600, seed=0, op_set="graphnet"))
+    with Archive(path, op_set="graphnet") as archive:
+        archive.add_cells(cells, start_index=0)
+        archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
+        for c in cells[:40]:
+            archive.add_zc(c.canonical_hash(), "p", {"naswot": 800.0 + len(c.edges), "snip_ssnr": 1e5 * len(c.ops),
+                                                      "params": 1e5 * (1 + len(c.edges)), "flops": 1e7 * len(c.edges)})
+        archive.set_normaliser("p", {"names": ["naswot", "snip_ssnr", "params", "flops"], "log": [0, 0, 1, 1],
+                                     "mean": [810.0, 6e5, 14.0, 18.0], "std": [5.0, 1e5, 0.5, 0.5]})
+    return path
+
+
+def test_training_fits_and_writes_metrics(tiny_archive, tmp_path):
+    data = GraphZCDataModule(str(tiny_archive), batch_size=32, labelled_batch_size=8, val_fraction=0.1, max_cells=300)
+    model = GVAEModule(hidden=128, latent=32, layers=3, lr=3e-3, prior_samples=200)
+    trainer = L.Trainer(max_epochs=40, check_val_every_n_epoch=20, accelerator="cpu", logger=False, enable_checkpointing=True,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    torch.manual_seed(0)
+    trainer.fit(model, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert metrics["train/recon_epoch"] < 15  # from ~40 nats per cell at initialisation
+    assert float(metrics["val/validity"]) > 0.5 and float(metrics["val/uniqueness"]) > 0.5
+    assert (tmp_path / "metrics.json").is_file()
+    # train-set cells reconstruct after a short fit
+    cells = [c for _, c in Archive(tiny_archive).iter_cells(limit=40)]
+    recon = model.decode(model.encode(cells))
+    assert sum(a == b for a, b in zip(recon, cells, strict=True)) >= 20
+    assert model.decode_stats["decoded"] == 40
+    assert model.predict_zc(model.encode(cells)).shape == (40, 4)
+
+    checkpoint = torch.load(trainer.checkpoint_callback.last_model_path or trainer.checkpoint_callback.best_model_path,
+                            weights_only=True)
+    assert checkpoint["lightning_nas"]["space"] == {"op_set": "graphnet", "encoding": 1}
+    assert checkpoint["lightning_nas"]["zc_normaliser"]["names"] == ["naswot", "snip_ssnr", "params", "flops"]
+
+
+def test_checkpoint_refuses_another_search_space(tiny_archive, tmp_path):
+    model = GVAEModule(hidden=8, latent=4, layers=1)
+    model.check_space("graphnet")
+    with pytest.raises(ValueError, match="op set and encoding must match"):
+        model.check_space("nb201")
+
+
+def test_datamodule_pairs_both_kinds_and_refuses_unlabelled_archives(tiny_archive, tmp_path):
+    data = GraphZCDataModule(str(tiny_archive), batch_size=16, labelled_batch_size=4, val_fraction=0.1)
+    data.setup("fit")
+    assert len(data.train_sets["labelled"]) == 36 and len(data.train_sets["unlabelled"]) == 504
+    assert len(data.val_set) == 60 and not (set(data.val_set.hashes) & data.train_hashes)
+    batch, *_ = next(iter(data.train_dataloader()))
+    assert batch["labelled"]["adj"].shape == (4, 9, 9) and batch["unlabelled"]["adj"].shape == (16, 9, 9)
+    assert torch.isfinite(batch["labelled"]["zc"]).all() and math.isnan(batch["unlabelled"]["zc"][0, 0])
+
+    bare = tmp_path / "bare.sqlite"
+    with Archive(bare, op_set="graphnet") as archive:
+        archive.add_cells(sample_cells(10, seed=0))
+        archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
+    with pytest.raises(ValueError, match="no labelled cells"):
+        GraphZCDataModule(str(bare)).setup("fit")
+    with pytest.raises(FileNotFoundError, match="run `python -m lightning_nas zc`"):
+        GraphZCDataModule(str(tmp_path / "missing.sqlite")).setup("fit")
