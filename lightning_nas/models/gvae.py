@@ -51,24 +51,33 @@ def encode_inputs(cells: Sequence[Cell]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class GraphEncoder(nn.Module):
-    """``layers`` dense GCN layers (LayerNorm, ReLU) over the cell graph with edges in both directions and self
-    loops, node embeddings flattened (node positions carry their roles), then linear maps to μ and log σ²."""
+    """``layers`` dense GCN layers (Kipf & Welling; LayerNorm, ReLU) over the cell graph with edges in both
+    directions and self loops, then μ and log σ² from the flattened node embeddings of *every* layer, the input
+    included (jumping knowledge). Each node's features are extended with a one-hot of its position, so a message says
+    which node it comes from. Both matter for exact reconstruction: without positions, two neighbours with the same op
+    are indistinguishable; reading out only the last of 4 layers, training stalled at ~27 nats per cell on 20k cells
+    where the jumping-knowledge readout keeps the first layer's exact neighbourhoods."""
 
     def __init__(self, hidden: int, latent: int, layers: int):
         super().__init__()
-        dims = [ENCODING_FEATURES] + [hidden] * layers
+        self.register_buffer("position", torch.eye(ENCODING_NODES), persistent=False)
+        width = ENCODING_FEATURES + ENCODING_NODES
+        dims = [width] + [hidden] * layers
         self.convs = nn.ModuleList(DenseGCNConv(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
-        self.mu = nn.Linear(ENCODING_NODES * hidden, latent)
-        self.logvar = nn.Linear(ENCODING_NODES * hidden, latent)
+        readout = ENCODING_NODES * (width + hidden * layers)
+        self.mu = nn.Linear(readout, latent)
+        self.logvar = nn.Linear(readout, latent)
 
     def forward(self, adj: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sym = (adj + adj.transpose(1, 2)).clamp(max=1.0)
-        h = feat
+        h = torch.cat([feat, self.position.expand(len(feat), -1, -1)], dim=-1)
+        states = [h]
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = F.relu(norm(conv(h, sym)))
-        h = h.flatten(1)
-        return self.mu(h), self.logvar(h)
+            states.append(h)
+        flat = torch.cat(states, dim=-1).flatten(1)
+        return self.mu(flat), self.logvar(flat)
 
 
 class GraphDecoder(nn.Module):
