@@ -10,6 +10,7 @@ One file (``<workdir>/archive.sqlite``, shared by the stages of a run) holds
   ``status`` ``'ok'`` or ``'failed'`` with the reason, the seconds spent and when it was written;
 - ``normalisers``: the ZC normaliser fitted for a probe (JSON);
 - ``archs``: evaluated architectures (spec, HL spec, metrics, budget, stage, run) — the search history;
+- ``clusters``: named cell clusterings ``(name, cell_hash) -> cluster`` with their source (the ``cluster`` stage);
 - ``meta``: ``format = 'lightning-nas-archive'``, ``schema_version`` (:data:`SCHEMA_VERSION`), ``op_set``, …
 
 Concurrency: the file is in WAL mode with a long busy timeout, every write is one short ``BEGIN IMMEDIATE``
@@ -117,6 +118,13 @@ CREATE TABLE IF NOT EXISTS archs (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archs_by_stage_run ON archs (stage, run);
+CREATE TABLE IF NOT EXISTS clusters (
+    name      TEXT NOT NULL,
+    cell_hash TEXT NOT NULL,
+    cluster   INTEGER NOT NULL,
+    source    TEXT NOT NULL,
+    PRIMARY KEY (name, cell_hash)
+);
 """
 
 
@@ -715,3 +723,46 @@ class Archive:
             }
             for i, s, h, m, b, st, r, c in rows
         ]
+
+    # ---- clusters --------------------------------------------------------------------------------
+    # Added after the first archives of schema version 1 were written: the table is in _SCHEMA for new archives,
+    # and set_clusters creates it (IF NOT EXISTS, inside its transaction) in an older archive, which clusters()
+    # reads as empty until then. The layout of the other tables is unchanged, so the schema stays version 1.
+    _CLUSTERS_TABLE = (
+        "CREATE TABLE IF NOT EXISTS clusters (name TEXT NOT NULL, cell_hash TEXT NOT NULL, cluster INTEGER NOT NULL,"
+        " source TEXT NOT NULL, PRIMARY KEY (name, cell_hash))"
+    )
+
+    def set_clusters(self, name: str, assignments: dict[str, int], source: str = "zc") -> None:
+        """Replace the clustering ``name``: every stored row of that name is deleted and ``cell_hash -> cluster``
+        from ``assignments`` is written, in one transaction (readers see the old or the new set, never a mix).
+        ``source`` says where the assignments came from (``"zc"``: a GMM on the cells' normalised ZC vectors)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: expected a non-empty string, got {name!r}")
+        if not isinstance(source, str):
+            raise ValueError(f"source: expected a string, got {type(source).__name__}")
+        if not isinstance(assignments, dict):
+            raise ValueError(f"assignments: expected a dict cell_hash -> cluster, got {type(assignments).__name__}")
+        params = []
+        for cell_hash, cluster in assignments.items():
+            if not isinstance(cell_hash, str) or not cell_hash:
+                raise ValueError(f"assignments: cell hashes must be non-empty strings, got {cell_hash!r}")
+            try:  # ints and numpy integers; not bools, floats or strings
+                if isinstance(cluster, bool):
+                    raise TypeError
+                cluster = cluster.__index__()
+            except (AttributeError, TypeError):
+                raise ValueError(f"assignments[{cell_hash!r}]: cluster must be an int, got {cluster!r}") from None
+            if cluster < 0:
+                raise ValueError(f"assignments[{cell_hash!r}]: cluster must be ≥ 0, got {cluster}")
+            params.append((name, cell_hash, cluster, source))
+        with self._write() as cur:
+            cur.execute(self._CLUSTERS_TABLE)
+            cur.execute("DELETE FROM clusters WHERE name = ?", (name,))
+            cur.executemany("INSERT INTO clusters (name, cell_hash, cluster, source) VALUES (?, ?, ?, ?)", params)
+
+    def clusters(self, name: str) -> dict[str, int]:
+        """``cell_hash -> cluster`` of the clustering ``name`` in the order written (empty if there is none)."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clusters'"):
+            return {}
+        return dict(self._read("SELECT cell_hash, cluster FROM clusters WHERE name = ? ORDER BY rowid", (name,)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_COMMANDS = ("evaluate", "zc")
+STAGE_COMMANDS = ("evaluate", "zc", "cluster")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
             "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
             "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
             "  zc                         sample cells into the archive and compute their ZC vectors\n"
+            "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
             "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
         )
         return
@@ -37,5 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         from .zc.stage import main as zc_main
 
         zc_main(rest)
+    elif command == "cluster":
+        from .cluster import main as cluster_main
+
+        cluster_main(rest)
     else:
         sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

@@ -1,0 +1,430 @@
+"""Stage ``cluster``: a Gaussian mixture on the labelled cells' normalised ZC vectors (paper §3.1, Eq. 3; DESIGN §5).
+
+    python -m lightning_nas cluster --config configs/cluster/tiny.yaml [--k_max 32] [--probe ID]
+
+Reads ``<workdir>/archive.sqlite`` as the ``zc`` stage left it: the ZC vectors z(x) of the cells with status ``ok``
+on one probe, and the normaliser stored for that probe (log for params/FLOPs, then standardisation). Fits
+scikit-learn's ``GaussianMixture`` (EM) for every K in ``k_min..k_max`` and picks K where both BIC and AIC have
+plateaued (:func:`choose_k`; the paper decides K "by plateauing Bayesian and Akaike information criterions").
+Components are numbered by decreasing weight. Writes
+
+- ``<workdir>/cluster/clusters.json``: K, weights, means (μ_k, normalised ZC space — the CCNF conditions),
+  full covariance matrices, the BIC/AIC curves, the rule, the probe, the ZC names and the normaliser (JSON only);
+- ``<workdir>/cluster/bic_aic.png``: both curves with the chosen K marked;
+- ``<workdir>/cluster/metrics.json`` and ``<workdir>/cluster/config.json``;
+
+and records every clustered cell's component in the archive (``Archive.clusters(<probe id>)``, source ``"zc"``).
+The stage takes seconds and has no state of its own: rerunning it recomputes and replaces all of the above.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .archive import Archive
+from .zc.vector import ZCNormaliser
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+"""scikit-learn's covariance types; ``clusters.json`` always stores full K×P×P matrices whatever the type."""
+
+RULE = (
+    "plateau: for each curve c over ks (ascending), total = c(k_first) - min c and K_c = the smallest K with "
+    "c(K) - min_{K' >= K} c(K') <= tolerance * total (the smallest K when total <= 0); K = min(K_bic, K_aic)"
+)
+"""The K-selection rule of :func:`choose_k`, recorded verbatim in ``clusters.json``."""
+
+FORMAT = "lightning-nas-clusters"
+"""Value of ``format`` in ``clusters.json``."""
+
+
+# ---- choosing K ----------------------------------------------------------------------------------------------------
+def _curve(ks: Sequence[int], values: Sequence[float], what: str) -> tuple[list[int], list[float]]:
+    ks = [int(k) for k in ks]
+    values = [float(v) for v in values]
+    if not ks:
+        raise ValueError("ks: empty; need at least one K")
+    if len(values) != len(ks):
+        raise ValueError(f"{what}: {len(values)} values for {len(ks)} ks")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"ks: duplicates in {ks}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what}: non-finite values {values}")
+    order = sorted(range(len(ks)), key=ks.__getitem__)
+    return [ks[i] for i in order], [values[i] for i in order]
+
+
+def plateau_k(ks: Sequence[int], curve: Sequence[float], tolerance: float = 0.05) -> int:
+    """The smallest K from which ``curve`` (an information criterion, lower is better) has plateaued.
+
+    With the ks in ascending order, ``total = curve[0] - min(curve)`` is the whole improvement the curve offers;
+    the answer is the smallest K such that the improvement still available beyond it,
+    ``curve(K) - min_{K' >= K} curve(K')``, is at most ``tolerance * total``. A curve that never improves on its
+    first value (``total <= 0``, e.g. flat) gives the smallest K. ``tolerance = 0`` gives the (first) argmin.
+    """
+    if not (math.isfinite(tolerance) and 0 <= tolerance < 1):
+        raise ValueError(f"tolerance: {tolerance}; need 0 <= tolerance < 1")
+    ks, curve = _curve(ks, curve, "curve")
+    total = curve[0] - min(curve)
+    if total <= 0:
+        return ks[0]
+    suffix_min = list(curve)
+    for i in range(len(curve) - 2, -1, -1):
+        suffix_min[i] = min(curve[i], suffix_min[i + 1])
+    for k, value, best_after in zip(ks, curve, suffix_min, strict=True):
+        if value - best_after <= tolerance * total:
+            return k
+    return ks[-1]  # unreachable: at the last K nothing is left to gain
+
+
+def choose_k(ks: Sequence[int], bic: Sequence[float], aic: Sequence[float], tolerance: float = 0.05) -> int:
+    """The number of mixture components, chosen where BIC and AIC plateau (paper §3.1).
+
+    Rule, applied to each curve c ∈ {BIC, AIC} over ``ks`` sorted ascending: ``total = c(ks[0]) - min(c)``;
+    ``K_c`` is the smallest K such that ``c(K) - min_{K' >= K} c(K') <= tolerance * total`` — i.e. going beyond K
+    can improve the criterion by at most ``tolerance`` of the improvement the whole range offers; a curve with
+    ``total <= 0`` (flat, or best at the first K) gives ``K_c = ks[0]``. The answer is ``min(K_bic, K_aic)``: the
+    first K at which a criterion has plateaued. On well-separated mixtures both plateau at the true K; on real ZC
+    vectors (nearly 3-D: normalised params and FLOPs correlate at 0.999) AIC keeps rewarding thin, almost singular
+    components (256 tiny-run cells: K_bic = 5, K_aic = 14 with a one-cell cluster), which BIC's stronger penalty
+    rejects, so the earlier plateau is the one to trust. Both curves are saved and plotted.
+    """
+    return min(plateau_k(ks, bic, tolerance), plateau_k(ks, aic, tolerance))
+
+
+# ---- fitting -------------------------------------------------------------------------------------------------------
+def _as_array(z) -> np.ndarray:
+    if isinstance(z, torch.Tensor):
+        z = z.detach().cpu().double().numpy()
+    x = np.asarray(z, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"z: expected an N×P array with N, P ≥ 1, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"z: {int((~np.isfinite(x)).any(1).sum())} rows hold NaN/inf; drop them before clustering")
+    return x
+
+
+def _sort_components(model) -> None:
+    """Renumber the components of a fitted ``GaussianMixture`` by decreasing weight (ties: first mean coordinate)."""
+    order = np.lexsort((model.means_[:, 0], -model.weights_))
+    model.weights_ = model.weights_[order]
+    model.means_ = model.means_[order]
+    if model.covariance_type != "tied":  # a tied covariance is shared by every component
+        model.covariances_ = model.covariances_[order]
+        model.precisions_ = model.precisions_[order]
+        model.precisions_cholesky_ = model.precisions_cholesky_[order]
+
+
+def _full_covariances(model) -> np.ndarray:
+    cov, k, p = model.covariances_, model.n_components, model.means_.shape[1]
+    if model.covariance_type == "full":
+        return cov
+    if model.covariance_type == "tied":
+        return np.broadcast_to(cov, (k, p, p)).copy()
+    if model.covariance_type == "diag":
+        return np.stack([np.diag(v) for v in cov])
+    return np.stack([v * np.eye(p) for v in cov])  # spherical
+
+
+def fit_clusters(
+    z: np.ndarray | torch.Tensor,
+    ks: Iterable[int],
+    covariance_type: str = "full",
+    seed: int = 0,
+    n_init: int = 3,
+    tolerance: float = 0.05,
+    threads: int | None = 1,
+) -> dict:
+    """Fit ``GaussianMixture(K)`` on the rows of ``z`` for every K in ``ks`` and keep the one :func:`choose_k` picks.
+
+    Returns a dict with
+    ``K`` (chosen), ``k_bic``/``k_aic`` (each curve's plateau), ``ks``, ``bic``, ``aic`` (the curves, one value per
+    K, ascending), ``weights`` (K), ``means`` (K×P), ``covariances`` (K×P×P full matrices whatever
+    ``covariance_type``), ``labels`` (the most likely component of each row of ``z``), ``log_likelihood`` (mean per
+    row at K), ``converged`` (per K, whether EM converged within sklearn's ``max_iter``), ``covariance_type``,
+    ``seed``, ``n_init``, ``rule`` (:data:`RULE`) and ``tolerance`` — all plain Python lists/numbers, JSON-ready —
+    and ``model``: the fitted ``sklearn.mixture.GaussianMixture`` at K (not serialisable; leave it out of JSON).
+    Components are numbered by decreasing weight, in the lists and in ``model`` alike. Same inputs and seed give
+    the same result.
+
+    ``threads`` caps the BLAS/OpenMP threads of the fits (``None``: the libraries' defaults). The default 1 is
+    deliberate: z has a handful of dimensions, so EM's matrix products are too small to gain from threads, and on
+    a loaded machine spinning BLAS/OpenMP workers made the tiny sweep ~100× slower (40 s instead of 0.4 s).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
+
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ValueError(f"covariance_type: {covariance_type!r}; choose from {COVARIANCE_TYPES}")
+    if n_init < 1:
+        raise ValueError(f"n_init: {n_init}; need ≥ 1")
+    x = _as_array(z)
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks: {ks}; need at least one K, all ≥ 1")
+    if ks[-1] > len(x):
+        raise ValueError(f"ks: K up to {ks[-1]} needs at least that many rows of z, got {len(x)}")
+
+    models, bic, aic, converged = [], [], [], []
+    with threadpool_limits(limits=threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # recorded in `converged` instead
+        for k in ks:
+            model = GaussianMixture(k, covariance_type=covariance_type, n_init=n_init, random_state=seed)
+            model.fit(x)
+            models.append(model)
+            bic.append(float(model.bic(x)))
+            aic.append(float(model.aic(x)))
+            converged.append(bool(model.converged_))
+
+    k_bic, k_aic = plateau_k(ks, bic, tolerance), plateau_k(ks, aic, tolerance)
+    chosen = min(k_bic, k_aic)
+    model = models[ks.index(chosen)]
+    _sort_components(model)
+    with threadpool_limits(limits=threads):
+        labels = model.predict(x).tolist()
+        log_likelihood = float(model.score(x))
+    return {
+        "K": chosen,
+        "k_bic": k_bic,
+        "k_aic": k_aic,
+        "ks": ks,
+        "bic": bic,
+        "aic": aic,
+        "weights": model.weights_.tolist(),
+        "means": model.means_.tolist(),
+        "covariances": _full_covariances(model).tolist(),
+        "labels": labels,
+        "log_likelihood": log_likelihood,
+        "converged": converged,
+        "covariance_type": covariance_type,
+        "seed": seed,
+        "n_init": n_init,
+        "rule": RULE,
+        "tolerance": tolerance,
+        "model": model,
+    }
+
+
+# ---- the stage -----------------------------------------------------------------------------------------------------
+@dataclass
+class ClusterStageConfig:
+    """Settings of the ``cluster`` stage.
+
+    Args:
+        workdir: run directory (reads ``<workdir>/archive.sqlite``, writes ``<workdir>/cluster/``).
+        probe: id of the probe whose ZC vectors are clustered (``None``: the archive's only probe).
+        k_min: smallest number of components tried.
+        k_max: largest number of components tried (needs more than ``k_max`` labelled cells).
+        covariance_type: ``full``, ``tied``, ``diag`` or ``spherical`` (scikit-learn's).
+        n_init: EM restarts per K (the best is kept).
+        seed: random state of every fit.
+        tolerance: share of the whole BIC/AIC improvement that may still be left beyond the chosen K.
+    """
+
+    workdir: str = "runs/tiny"
+    probe: str | None = None
+    k_min: int = 2
+    k_max: int = 16
+    covariance_type: str = "full"
+    n_init: int = 3
+    seed: int = 0
+    tolerance: float = 0.05
+
+    def __post_init__(self):
+        if not 1 <= self.k_min <= self.k_max:
+            raise ValueError(f"k_min/k_max: need 1 ≤ k_min ({self.k_min}) ≤ k_max ({self.k_max})")
+        if self.covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type: {self.covariance_type!r}; choose from {COVARIANCE_TYPES}")
+        if self.n_init < 1:
+            raise ValueError(f"n_init: {self.n_init}; need ≥ 1")
+        if not (math.isfinite(self.tolerance) and 0 <= self.tolerance < 1):
+            raise ValueError(f"tolerance: {self.tolerance}; need 0 ≤ tolerance < 1")
+
+
+_ZC_HINT = "run the zc stage first: python -m lightning_nas zc --config configs/zc/tiny.yaml --workdir {workdir}"
+
+
+def _pick_probe(archive: Archive, requested: str | None, workdir: Path) -> str:
+    probes = archive.probes()
+    if requested is not None:
+        if requested not in probes:
+            raise ValueError(
+                f"{archive.path}: no probe {requested!r} (stored: {', '.join(probes) or 'none'}); "
+                "set probe: to one of them or " + _ZC_HINT.format(workdir=workdir)
+            )
+        return requested
+    if not probes:
+        raise ValueError(f"{archive.path}: no probe and no ZC vectors yet; " + _ZC_HINT.format(workdir=workdir))
+    if len(probes) > 1:
+        raise ValueError(f"{archive.path}: {len(probes)} probes ({', '.join(probes)}); choose one with probe: <id>")
+    return probes[0]
+
+
+def _finite(values: dict, names: Sequence[str]) -> bool:
+    return all(isinstance(values.get(n), int | float) and math.isfinite(values[n]) for n in names)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
+    """Save a PNG of the BIC and AIC curves of a :func:`fit_clusters` result with the chosen K marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0))
+    FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
+    ax = fig.add_subplot()
+    ks, k = fit["ks"], fit["K"]
+    ax.plot(ks, fit["bic"], "o-", ms=3, label=f"BIC (plateau at K = {fit['k_bic']})")
+    ax.plot(ks, fit["aic"], "s-", ms=3, label=f"AIC (plateau at K = {fit['k_aic']})")
+    ax.axvline(k, color="k", ls="--", lw=1, label=f"chosen K = {k}")
+    i = ks.index(k)
+    ax.plot([k, k], [fit["bic"][i], fit["aic"][i]], "k*", ms=10)
+    ax.set_xlabel("number of components K")
+    ax.set_ylabel("information criterion (lower is better)")
+    ax.set_title(title or f"GMM: chosen K = {k} (tolerance {fit['tolerance']})", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    os.replace(tmp, path)
+
+
+def run_cluster_stage(config: ClusterStageConfig) -> dict:
+    """Fit the GMM on the archive's labelled cells and write ``<workdir>/cluster/`` (see the module docstring);
+    returns the metrics. Raises ``FileNotFoundError`` without an archive and ``ValueError`` without a probe,
+    a normaliser or more than ``k_max`` labelled cells, each naming the fix."""
+    from sklearn import __version__ as sklearn_version
+
+    workdir = Path(config.workdir)
+    path = workdir / "archive.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no archive; " + _ZC_HINT.format(workdir=workdir))
+    stage_dir = workdir / "cluster"
+    with Archive(path, create=False) as archive:
+        probe_id = _pick_probe(archive, config.probe, workdir)
+        stored = archive.get_normaliser(probe_id)
+        if stored is None:
+            raise ValueError(
+                f"{path}: no ZC normaliser for probe {probe_id!r} (the zc stage stores it once ≥ 2 cells are "
+                "labelled); " + _ZC_HINT.format(workdir=workdir)
+            )
+        normaliser = ZCNormaliser.from_dict(stored)
+        rows = archive.zc(probe_id)  # status 'ok' only
+        usable = {h: v for h, v in rows.items() if _finite(v, normaliser.names)}
+        if len(usable) <= config.k_max:
+            raise ValueError(
+                f"{path}: {len(usable)} labelled cells with a finite ZC vector on probe {probe_id!r}, but fitting up "
+                f"to k_max = {config.k_max} components needs more than {config.k_max}; label more cells in the zc "
+                f"stage (its labelled: setting; python -m lightning_nas zc --config ... --labelled N) or lower k_max"
+            )
+        z = normaliser.transform(list(usable.values())).double()
+        finite = torch.isfinite(z).all(1)
+        hashes = [h for h, ok in zip(usable, finite.tolist(), strict=True) if ok]
+        z = z[finite]
+        if len(hashes) <= config.k_max:
+            raise ValueError(f"{path}: only {len(hashes)} labelled cells normalise to finite vectors; need > k_max")
+
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        versions = {
+            "lightning_nas": __version__,
+            "scikit_learn": sklearn_version,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        }
+        _write_json(stage_dir / "config.json", {"config": asdict(config), "probe_id": probe_id, "versions": versions})
+        start = time.perf_counter()
+        fit = fit_clusters(
+            z,
+            range(config.k_min, config.k_max + 1),
+            covariance_type=config.covariance_type,
+            seed=config.seed,
+            n_init=config.n_init,
+            tolerance=config.tolerance,
+        )
+        seconds = time.perf_counter() - start
+        archive.set_clusters(probe_id, dict(zip(hashes, fit["labels"], strict=True)), source="zc")
+        op_set = archive.op_set
+
+    k, i = fit["K"], fit["ks"].index(fit["K"])
+    clusters = {
+        "format": FORMAT,
+        "K": k,
+        "weights": fit["weights"],
+        "means": fit["means"],
+        "covariances": fit["covariances"],
+        "covariance_type": fit["covariance_type"],
+        "ks": fit["ks"],
+        "bic": fit["bic"],
+        "aic": fit["aic"],
+        "k_bic": fit["k_bic"],
+        "k_aic": fit["k_aic"],
+        "rule": fit["rule"],
+        "tolerance": fit["tolerance"],
+        "converged": fit["converged"],
+        "log_likelihood": fit["log_likelihood"],
+        "probe_id": probe_id,
+        "zc_names": list(normaliser.names),
+        "normaliser": normaliser.to_dict(),
+        "cells": len(hashes),
+        "skipped": len(rows) - len(hashes),
+        "op_set": op_set,
+        "archive_clusters": {"name": probe_id, "source": "zc"},
+        "config": asdict(config),
+        "versions": versions,
+    }
+    _write_json(stage_dir / "clusters.json", clusters)
+    plot_curves(
+        stage_dir / "bic_aic.png",
+        fit,
+        f"GMM ({config.covariance_type}) on {len(hashes)} cells, probe {probe_id}: K = {k} "
+        f"(BIC {fit['k_bic']}, AIC {fit['k_aic']}, tol {config.tolerance})",
+    )
+    metrics = {
+        "k": k,
+        "k_bic": fit["k_bic"],
+        "k_aic": fit["k_aic"],
+        "cells": len(hashes),
+        "skipped": len(rows) - len(hashes),
+        "bic_at_k": fit["bic"][i],
+        "aic_at_k": fit["aic"][i],
+        "log_likelihood": fit["log_likelihood"],
+        "min_weight": min(fit["weights"]),
+        "fit_seconds": round(seconds, 4),
+        "probe": probe_id,
+    }
+    _write_json(stage_dir / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str]) -> dict:
+    """Parse ``--config`` (YAML) and overrides with jsonargparse, then run the stage."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m lightning_nas cluster", description=__doc__, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below")
+    parser.add_class_arguments(ClusterStageConfig, as_group=False)
+    cfg = parser.parse_args(argv)
+    cfg.pop("config", None)
+    config = ClusterStageConfig(**{k: v for k, v in cfg.as_dict().items() if k != "__path__"})
+    metrics = run_cluster_stage(config)
+    print(json.dumps(metrics, indent=2))
+    return metrics
