@@ -2,7 +2,8 @@
 
 Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
 ``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
-write them to ``<trainer.default_root_dir>/metrics.json``) and ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`). Heavy imports happen only once a command is chosen.
+write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`) and
+``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`). Heavy imports happen only once a command is chosen.
 """
 
 from __future__ import annotations
