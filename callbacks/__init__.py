@@ -1,4 +1,5 @@
-"""Lightning callbacks of lightning-nas (a top-level package of the `lightning-nas` distribution).
+"""Lightning callbacks of lightning-nas (a top-level package of the `lightning-nas` distribution)."""
 
-Callbacks arrive with the components that need them (latent-space map, BIC curve, architecture plots).
-"""
+from .latent_map import LatentMapCallback, gmm_from_clusters
+
+__all__ = ["LatentMapCallback", "gmm_from_clusters"]

@@ -140,3 +140,24 @@ def test_datamodule_pairs_both_kinds_and_refuses_unlabelled_archives(tiny_archiv
         GraphZCDataModule(str(bare)).setup("fit")
     with pytest.raises(FileNotFoundError, match="run `python -m lightning_nas zc`"):
         GraphZCDataModule(str(tmp_path / "missing.sqlite")).setup("fit")
+
+
+def test_latent_map_callback_draws_fig2(tiny_archive, tmp_path):
+    from callbacks import LatentMapCallback, gmm_from_clusters
+    from lightning_nas.cluster import fit_clusters
+
+    data = GraphZCDataModule(str(tiny_archive), batch_size=64, labelled_batch_size=8, val_fraction=0.2, max_cells=200)
+    data.setup("fit")
+    z = data.train_sets["labelled"].zc.numpy()
+    fitted = fit_clusters(z, ks=[2, 3])
+    clusters = tmp_path / "clusters.json"
+    clusters.write_text(__import__("json").dumps({k: fitted[k] for k in ("K", "weights", "means", "covariances")}))
+    assert (gmm_from_clusters(clusters).predict(z) == fitted["model"].predict(z)).all()  # rebuilt, not refitted
+
+    model = GVAEModule(hidden=16, latent=8, layers=1, prior_samples=20)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[LatentMapCallback(clusters=str(clusters), max_points=40)])
+    trainer.fit(model, datamodule=data)
+    png = tmp_path / "latent_map_epoch0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
