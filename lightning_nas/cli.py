@@ -14,6 +14,23 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 STAGE_COMMANDS = ("evaluate", "zc", "cluster")
 
 
+def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = None) -> dict:
+    """Parse ``--config`` (YAML) and overrides into ``config_cls`` with jsonargparse, run the stage with
+    ``run(config)`` and print the metrics it returns."""
+    import json
+
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog=f"python -m lightning_nas {command}", description=doc, default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below")
+    parser.add_class_arguments(config_cls, as_group=False)
+    cfg = parser.parse_args(argv)
+    cfg.pop("config", None)
+    metrics = run(config_cls(**{k: v for k, v in cfg.as_dict().items() if k != "__path__"}))
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

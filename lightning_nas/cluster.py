@@ -417,14 +417,6 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
 
 def main(argv: list[str]) -> dict:
     """Parse ``--config`` (YAML) and overrides with jsonargparse, then run the stage."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from .cli import run_stage
 
-    parser = ArgumentParser(prog="python -m lightning_nas cluster", description=__doc__, default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below")
-    parser.add_class_arguments(ClusterStageConfig, as_group=False)
-    cfg = parser.parse_args(argv)
-    cfg.pop("config", None)
-    config = ClusterStageConfig(**{k: v for k, v in cfg.as_dict().items() if k != "__path__"})
-    metrics = run_cluster_stage(config)
-    print(json.dumps(metrics, indent=2))
-    return metrics
+    return run_stage(argv, ClusterStageConfig, run_cluster_stage, "cluster", __doc__)

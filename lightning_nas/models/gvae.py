@@ -35,7 +35,6 @@ from ..space.decoding import (
     MAX_OP_NODES,
     NUM_KERNELS,
     NUM_TYPE_CLASSES,
-    batch_targets,
     decode_cells,
     upper_triangle,
 )

@@ -192,14 +192,6 @@ def _mean(values: list[float]) -> float | None:
 
 def main(argv: list[str]) -> dict:
     """Parse ``--config`` (YAML) and overrides with jsonargparse, then run the stage."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from ..cli import run_stage
 
-    parser = ArgumentParser(prog="python -m lightning_nas zc", description=__doc__, default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below")
-    parser.add_class_arguments(ZCStageConfig, as_group=False)
-    cfg = parser.parse_args(argv)
-    cfg.pop("config", None)
-    config = ZCStageConfig(**{k: v for k, v in cfg.as_dict().items() if k != "__path__"})
-    metrics = run_zc_stage(config)
-    print(json.dumps(metrics, indent=2))
-    return metrics
+    return run_stage(argv, ZCStageConfig, run_zc_stage, "zc", __doc__)
