@@ -10,10 +10,11 @@ needs numbers); decoding includes repair and canonical validation of every cell.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+
+from _report import report
 
 from lightning_nas.models import GVAEModule
 from lightning_nas.models.gvae import encode_inputs
@@ -94,12 +95,7 @@ def main() -> None:
         "decode_cells_per_s": round(len(decoded) / decode_s, 1),
         "threads": args.threads,
     }
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ built/s, α_x forward ms at batch 64 (3×32×32) in eval and train mode, and the
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
+
+from _report import report
 
 from lightning_nas.space import Arch, Cell, build_network, count_cost, sample_cells
 
@@ -82,12 +83,7 @@ def main() -> None:
         "edges_max": max(edges),
         "threads": args.threads,
     }
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+    report(figures, args.json)
 
 
 if __name__ == "__main__":

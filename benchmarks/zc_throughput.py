@@ -21,13 +21,14 @@ ours/alethiometer (goal ≥ 2.5×) and the torch threads used.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import time
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from _report import report
 
 from lightning_nas import zc
 from lightning_nas.space import Cell, count_cost
@@ -152,16 +153,7 @@ def main() -> None:
         "flops_note": "alethiometer has no FLOPs counter: its side uses lightning_nas.space.count_cost too",
     }
     print()
-    width = max(map(len, figures))
-    for k, v in figures.items():
-        if k == "max_rel_diff":
-            v = ", ".join(f"{n} {d:.1e}" for n, d in v.items())
-        elif isinstance(v, dict):
-            v = ", ".join(f"{n} {d}" for n, d in v.items())
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({**figures, "rows": rows}, f, indent=2)
+    report(figures, args.json, {"rows": rows})
 
 
 if __name__ == "__main__":
