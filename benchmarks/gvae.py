@@ -24,10 +24,9 @@ from lightning_nas.space.decoding import batch_targets
 
 def batch(cells, device, zc_dims=4):
     adj, feat = encode_inputs(cells)
-    t_adj, t_type, t_kernel = batch_targets(cells)
-    out = {"adj": adj, "feat": feat, "target_adj": t_adj, "target_type": t_type, "target_kernel": t_kernel,
-           "zc": torch.randn(len(cells), zc_dims), "hash": [c.canonical_hash() for c in cells]}
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}
+    targets = type(t := batch_targets(cells))(*(x.to(device) for x in t))
+    out = {"adj": adj, "feat": feat, "zc": torch.randn(len(cells), zc_dims), "hash": [c.canonical_hash() for c in cells]}
+    return {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}, "targets": targets}
 
 
 def sync(device):
@@ -53,7 +52,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    model = GVAEModule(hidden=args.hidden, latent=args.latent, layers=args.layers).to(device)
+    model = GVAEModule(hidden=args.hidden, latent=args.latent, layers=args.layers, triplet_mining="all").to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cells = list(sample_cells(args.batch * 8, seed=0))
     batches = [{"unlabelled": batch(cells[i:i + args.batch], device), "labelled": batch(cells[i:i + args.batch], device)}

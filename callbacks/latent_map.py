@@ -11,16 +11,12 @@ import torch
 from sklearn.manifold import TSNE
 from sklearn.mixture import GaussianMixture
 
+from lightning_nas.cluster import gmm_from_fit
+
 
 def gmm_from_clusters(path: str | Path) -> GaussianMixture:
     """A fitted ``GaussianMixture`` rebuilt from a ``clusters.json`` of the cluster stage (no refitting)."""
-    data = json.loads(Path(path).read_text())
-    gmm = GaussianMixture(n_components=data["K"], covariance_type="full")
-    gmm.weights_ = np.asarray(data["weights"], dtype=float)
-    gmm.means_ = np.asarray(data["means"], dtype=float)
-    gmm.covariances_ = np.asarray(data["covariances"], dtype=float)
-    gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(gmm.covariances_))  # any P = C Cᵀ, C triangular
-    return gmm
+    return gmm_from_fit(json.loads(Path(path).read_text()))
 
 
 class LatentMapCallback(L.Callback):

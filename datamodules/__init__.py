@@ -2,5 +2,6 @@
 
 from .digits import DigitsDataModule
 from .graph_zc import GraphZCDataModule
+from .latents import LatentDataModule
 
-__all__ = ["DigitsDataModule", "GraphZCDataModule"]
+__all__ = ["DigitsDataModule", "GraphZCDataModule", "LatentDataModule"]

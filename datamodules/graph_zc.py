@@ -21,7 +21,7 @@ class CellTensors(Dataset):
     def __init__(self, cells, hashes, zc: torch.Tensor):
         self.hashes = list(hashes)
         self.adj, self.feat = encode_inputs(cells) if cells else (torch.zeros(0, 9, 9), torch.zeros(0, 9, 16))
-        self.targets = batch_targets(cells) if cells else (torch.zeros(0, 8, 8), torch.zeros(0, 6), torch.zeros(0, 6))
+        self.targets = batch_targets(cells) if cells else None
         self.zc = zc
 
     def __len__(self) -> int:
@@ -29,8 +29,8 @@ class CellTensors(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return {
-            "adj": self.adj[i], "feat": self.feat[i], "target_adj": self.targets[0][i],
-            "target_type": self.targets[1][i], "target_kernel": self.targets[2][i], "zc": self.zc[i],
+            "adj": self.adj[i], "feat": self.feat[i], "targets": type(self.targets)(*(t[i] for t in self.targets)),
+            "zc": self.zc[i],
             "labelled": bool(torch.isfinite(self.zc[i]).all()), "hash": self.hashes[i],
         }
 

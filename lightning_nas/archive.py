@@ -733,14 +733,18 @@ class Archive:
         " source TEXT NOT NULL, PRIMARY KEY (name, cell_hash))"
     )
 
-    def set_clusters(self, name: str, assignments: dict[str, int], source: str = "zc") -> None:
+    def set_clusters(self, name: str, assignments: dict[str, int], source: str | dict[str, str] = "zc") -> None:
         """Replace the clustering ``name``: every stored row of that name is deleted and ``cell_hash -> cluster``
         from ``assignments`` is written, in one transaction (readers see the old or the new set, never a mix).
-        ``source`` says where the assignments came from (``"zc"``: a GMM on the cells' normalised ZC vectors)."""
+        ``source`` says where the assignments came from (``"zc"``: a GMM on the cells' normalised ZC vectors;
+        ``"gvae"``: the GMM on the G-VAE's predicted vectors q(f(x))), for all cells or per cell hash."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"name: expected a non-empty string, got {name!r}")
-        if not isinstance(source, str):
-            raise ValueError(f"source: expected a string, got {type(source).__name__}")
+        sources = source if isinstance(source, dict) else None
+        if sources is not None and not set(assignments) <= set(sources):
+            raise ValueError("source: a per-cell source mapping must name every cell of assignments")
+        if not isinstance(source, str | dict) or not all(isinstance(v, str) for v in (sources or {}).values()):
+            raise ValueError(f"source: expected a string or a dict of strings, got {type(source).__name__}")
         if not isinstance(assignments, dict):
             raise ValueError(f"assignments: expected a dict cell_hash -> cluster, got {type(assignments).__name__}")
         params = []
@@ -755,7 +759,7 @@ class Archive:
                 raise ValueError(f"assignments[{cell_hash!r}]: cluster must be an int, got {cluster!r}") from None
             if cluster < 0:
                 raise ValueError(f"assignments[{cell_hash!r}]: cluster must be ≥ 0, got {cluster}")
-            params.append((name, cell_hash, cluster, source))
+            params.append((name, cell_hash, cluster, sources[cell_hash] if sources is not None else source))
         with self._write() as cur:
             cur.execute(self._CLUSTERS_TABLE)
             cur.execute("DELETE FROM clusters WHERE name = ?", (name,))

@@ -14,6 +14,9 @@ Components are numbered by decreasing weight. Writes
 - ``<workdir>/cluster/metrics.json`` and ``<workdir>/cluster/config.json``;
 
 and records every clustered cell's component in the archive (``Archive.clusters(<probe id>)``, source ``"zc"``).
+With ``gvae: <checkpoint>`` every other archived cell gets the component of its predicted vector q(f(x)) (source
+``"gvae"``), so the whole archive is clustered; the checkpoint must come from this archive's search space and
+normaliser.
 The stage takes seconds and has no state of its own: rerunning it recomputes and replaces all of the above.
 """
 
@@ -231,6 +234,8 @@ class ClusterStageConfig:
         n_init: EM restarts per K (the best is kept).
         seed: random state of every fit.
         tolerance: share of the whole BIC/AIC improvement that may still be left beyond the chosen K.
+        gvae: a G-VAE checkpoint; when set, the unlabelled cells are assigned through q(f(x)) too.
+        batch_size: cells encoded at once for ``gvae``.
     """
 
     workdir: str = "runs/tiny"
@@ -241,6 +246,8 @@ class ClusterStageConfig:
     n_init: int = 3
     seed: int = 0
     tolerance: float = 0.05
+    gvae: str | None = None
+    batch_size: int = 1024
 
     def __post_init__(self):
         if not 1 <= self.k_min <= self.k_max:
@@ -308,6 +315,54 @@ def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+def gmm_from_fit(fit: dict):
+    """A fitted scikit-learn ``GaussianMixture`` from stored weights, means and full covariances (no refitting):
+    a :func:`fit_clusters` result or a loaded ``clusters.json``."""
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(n_components=len(fit["weights"]), covariance_type="full")
+    gmm.weights_ = np.asarray(fit["weights"], dtype=float)
+    gmm.means_ = np.asarray(fit["means"], dtype=float)
+    gmm.covariances_ = np.asarray(fit["covariances"], dtype=float)
+    gmm.precisions_cholesky_ = np.linalg.cholesky(np.linalg.inv(gmm.covariances_))  # any P = C Cᵀ, C triangular
+    return gmm
+
+
+def _assign_through_gvae(
+    archive: Archive, config: ClusterStageConfig, normaliser: ZCNormaliser, fit: dict, labelled: set[str]
+) -> dict[str, int]:
+    """Components of every archived cell outside ``labelled``: the GMM applied to q(f(x)) of a trained G-VAE."""
+    from tqdm.auto import tqdm
+
+    from .models.gvae import GVAEModule
+
+    model = GVAEModule.from_checkpoint(config.gvae)
+    model.check_space(archive.op_set)
+    if model.normaliser is None or ZCNormaliser.from_dict(model.normaliser).to_dict() != normaliser.to_dict():
+        raise ValueError(
+            f"gvae: {config.gvae} was trained with another ZC normaliser than probe's in {archive.path}; train the "
+            "G-VAE on this archive (python -m lightning_nas fit --config configs/gvae.yaml)"
+        )
+    gmm = gmm_from_fit(fit)
+    out: dict[str, int] = {}
+    batch: list = []
+
+    def flush() -> None:
+        predicted = model.predict_zc(model.encode([c for _, c in batch])).double().numpy()
+        out.update(zip((h for h, _ in batch), gmm.predict(predicted).tolist(), strict=True))
+        batch.clear()
+
+    total = archive.num_cells()
+    for cell_hash, cell in tqdm(archive.iter_cells(), total=total, desc="cluster: q(f(x))", unit="cell"):
+        if cell_hash not in labelled:
+            batch.append((cell_hash, cell))
+            if len(batch) == config.batch_size:
+                flush()
+    if batch:
+        flush()
+    return out
+
+
 def run_cluster_stage(config: ClusterStageConfig) -> dict:
     """Fit the GMM on the archive's labelled cells and write ``<workdir>/cluster/`` (see the module docstring);
     returns the metrics. Raises ``FileNotFoundError`` without an archive and ``ValueError`` without a probe,
@@ -361,7 +416,13 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
             tolerance=config.tolerance,
         )
         seconds = time.perf_counter() - start
-        archive.set_clusters(probe_id, dict(zip(hashes, fit["labels"], strict=True)), source="zc")
+        assignments = dict(zip(hashes, fit["labels"], strict=True))
+        sources = dict.fromkeys(assignments, "zc")
+        if config.gvae is not None:
+            predicted = _assign_through_gvae(archive, config, normaliser, fit, set(assignments))
+            assignments.update(predicted)
+            sources.update(dict.fromkeys(predicted, "gvae"))
+        archive.set_clusters(probe_id, assignments, source=sources)
         op_set = archive.op_set
 
     k, i = fit["K"], fit["ks"].index(fit["K"])
@@ -387,7 +448,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         "cells": len(hashes),
         "skipped": len(rows) - len(hashes),
         "op_set": op_set,
-        "archive_clusters": {"name": probe_id, "source": "zc"},
+        "archive_clusters": {"name": probe_id, "zc": len(hashes), "gvae": len(assignments) - len(hashes)},
         "config": asdict(config),
         "versions": versions,
     }
@@ -404,6 +465,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         "k_aic": fit["k_aic"],
         "cells": len(hashes),
         "skipped": len(rows) - len(hashes),
+        "gvae_assigned": len(assignments) - len(hashes),
         "bic_at_k": fit["bic"][i],
         "aic_at_k": fit["aic"][i],
         "log_likelihood": fit["log_likelihood"],

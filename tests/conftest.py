@@ -18,3 +18,44 @@ def nb201_records():
             pytest.fail(message)  # CI always has shared/ beside the clone: a missing table is a failure there
         pytest.skip(message)
     return read_nb201_csv(NB201_CSV)
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory):
+    """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress)."""
+    import torch
+
+    from lightning_nas.archive import Archive
+    from lightning_nas.space import sample_cells
+
+    path = tmp_path_factory.mktemp("gvae") / "archive.sqlite"
+    cells = list(sample_cells(600, seed=0, op_set="graphnet"))
+    with Archive(path, op_set="graphnet") as archive:
+        archive.add_cells(cells, start_index=0)
+        archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
+        for c in cells[:40]:
+            archive.add_zc(c.canonical_hash(), "p", {"naswot": 800.0 + len(c.edges), "snip_ssnr": 1e5 * len(c.ops),
+                                                      "params": 1e5 * (1 + len(c.edges)), "flops": 1e7 * len(c.edges)})
+        archive.set_normaliser("p", {"names": ["naswot", "snip_ssnr", "params", "flops"], "log": [0, 0, 1, 1],
+                                     "mean": [810.0, 6e5, 14.0, 18.0], "std": [5.0, 1e5, 0.5, 0.5]})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gvae(tiny_archive, tmp_path_factory):
+    """A small G-VAE trained for a few epochs on ``tiny_archive``: its checkpoint path."""
+    import lightning as L
+    import torch
+
+    from datamodules import GraphZCDataModule
+    from lightning_nas.models import GVAEModule
+
+    root = tmp_path_factory.mktemp("tiny_gvae")
+    torch.manual_seed(0)
+    model = GVAEModule(hidden=64, latent=8, layers=2, lr=3e-3, prior_samples=20)
+    trainer = L.Trainer(max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                        check_val_every_n_epoch=8)
+    trainer.fit(model, datamodule=GraphZCDataModule(str(tiny_archive), batch_size=32, labelled_batch_size=8))
+    trainer.save_checkpoint(root / "gvae.ckpt")
+    return root / "gvae.ckpt"

@@ -197,7 +197,7 @@ def test_stage_end_to_end(tmp_path):
     assert clusters["rule"] == RULE and clusters["tolerance"] == 0.05
     assert clusters["probe_id"] == "p" and clusters["zc_names"] == list(ZC_NAMES)
     assert clusters["cells"] == 3 * PER_CLUSTER and clusters["op_set"] == "graphnet"
-    assert clusters["archive_clusters"] == {"name": "p", "source": "zc"}
+    assert clusters["archive_clusters"] == {"name": "p", "zc": 3 * PER_CLUSTER, "gvae": 0}
     with Archive(tmp_path / "archive.sqlite") as archive:
         assert clusters["normaliser"] == archive.get_normaliser("p")
         assigned = archive.clusters("p")
@@ -225,6 +225,52 @@ def test_stage_end_to_end(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["k"] == 3
     with Archive(tmp_path / "archive.sqlite") as archive:
         assert archive.clusters("p") == assigned
+
+
+def test_stage_assigns_the_other_cells_through_a_gvae(tmp_path):
+    """With ``gvae:`` every archived cell gets a component: labelled ones from their ZC vector (source zc), the rest
+    from the GMM applied to q(f(x)) (source gvae), exactly as computed here by hand; foreign checkpoints are refused."""
+    import lightning as L
+
+    from datamodules import GraphZCDataModule
+    from lightning_nas.cluster import gmm_from_fit
+    from lightning_nas.models import GVAEModule
+
+    truth = build_archive(tmp_path)
+    model = GVAEModule(hidden=32, latent=8, layers=2, prior_samples=20)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path / "g")
+    trainer.fit(model, datamodule=GraphZCDataModule(str(tmp_path / "archive.sqlite"), batch_size=16, val_fraction=0.1))
+    checkpoint = tmp_path / "gvae.ckpt"
+    trainer.save_checkpoint(checkpoint)
+
+    metrics = run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(checkpoint), batch_size=7, **K_RANGE))
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        assigned = archive.clusters("p")
+        cells = dict(archive.iter_cells())
+        sources = dict(archive._read("SELECT cell_hash, source FROM clusters WHERE name = 'p'"))
+    others = [h for h in cells if h not in truth]
+    assert metrics["gvae_assigned"] == len(others) == 6 and set(assigned) == set(cells)
+    assert {sources[h] for h in truth} == {"zc"} and {sources[h] for h in others} == {"gvae"}
+    loaded = GVAEModule.from_checkpoint(checkpoint)
+    gmm = gmm_from_fit(json.loads((tmp_path / "cluster" / "clusters.json").read_text()))
+    by_hand = gmm.predict(loaded.predict_zc(loaded.encode([cells[h] for h in others])).double().numpy())
+    assert [assigned[h] for h in others] == by_hand.tolist()
+
+    with pytest.raises(FileNotFoundError, match="configs/gvae.yaml"):
+        run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(tmp_path / "none.ckpt"), **K_RANGE))
+    foreign = torch.load(checkpoint, weights_only=True)
+    foreign["lightning_nas"]["space"]["op_set"] = "nb201"
+    torch.save(foreign, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="op set and encoding must match"):
+        run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(tmp_path / "foreign.ckpt"), **K_RANGE))
+    other = torch.load(checkpoint, weights_only=True)
+    other["lightning_nas"]["zc_normaliser"]["mean"][0] += 1.0
+    torch.save(other, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="another ZC normaliser"):
+        run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(tmp_path / "other.ckpt"), **K_RANGE))
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        assert archive.clusters("p") == assigned  # refused runs replaced nothing
 
 
 def test_stage_errors_name_the_fix(tmp_path):

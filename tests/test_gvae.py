@@ -1,6 +1,10 @@
 """G-VAE: decoding with repair, the loss terms, training on a tiny archive, checkpoint contents."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -12,22 +16,27 @@ from lightning_nas.models import GVAEModule
 from lightning_nas.models.gvae import edge_matrix
 from lightning_nas.space import Cell, sample_cells
 from lightning_nas.space.decoding import ABSENT, NUM_KERNELS, NUM_TYPE_CLASSES, batch_targets, decode_cells, upper_triangle
+from tests.conftest import REPO
 
 
-def perfect_logits(cells):
+def perfect_logits(cells, structured=False):
     """Decoder outputs that put all mass on the true cell."""
-    adj, op_type, kernel = batch_targets(cells)
-    edges = edge_matrix(upper_triangle(adj) * 20 - 10)
-    types = torch.nn.functional.one_hot(op_type, NUM_TYPE_CLASSES).float() * 10
-    kernels = torch.nn.functional.one_hot(kernel.clamp(min=0), NUM_KERNELS).float() * 10
-    return edges, types, kernels
+    targets = batch_targets(cells)
+    edges = edge_matrix(upper_triangle(targets.adjacency) * 20 - 10)
+    types = torch.nn.functional.one_hot(targets.op_type, NUM_TYPE_CLASSES).float() * 10
+    kernels = torch.nn.functional.one_hot(targets.kernel.clamp(min=0), NUM_KERNELS).float() * 10
+    if not structured:
+        return edges, types, kernels
+    parents = torch.nn.functional.one_hot(targets.first_parent.clamp(min=0), 7).float() * 10
+    return edges, types, kernels, parents
 
 
-def test_decoding_perfect_logits_gives_the_cell_back_without_repair():
+@pytest.mark.parametrize("structured", [False, True], ids=["independent", "structured"])
+def test_decoding_perfect_logits_gives_the_cell_back_without_repair(structured):
     cells = [Cell.random(seed=s, num_op_nodes=1 + s % 6) for s in range(300)]
     cells += list(sample_cells(100, seed=1, op_set="nb201"))
     cells += [Cell((), ((0, 1),)), Cell(("skip",), ((0, 1), (0, 2), (1, 2)))]
-    decoded, repaired = decode_cells(*perfect_logits(cells))
+    decoded, repaired = decode_cells(*perfect_logits(cells, structured))
     assert decoded == cells and not any(repaired)
 
 
@@ -70,26 +79,59 @@ def test_triplet_term_by_hand():
     assert model.triplet(mu, zc).item() == pytest.approx(sum(expected) / 4)
 
 
+def test_batch_all_triplet_term_by_hand():
+    """Every (anchor, positive, negative) with ZC distance below/above the median counts; the mean is over the
+    triplets that violate the margin."""
+    model = GVAEModule(hidden=8, latent=2, layers=1, triplet_margin=0.5, triplet_mining="all")
+    zc = torch.tensor([[0.0], [0.1], [5.0], [5.2]])
+    mu = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5], [4.0, 0.0]])
+    dz = torch.cdist(zc, zc, p=1)
+    threshold = dz[~torch.eye(4, dtype=torch.bool)].median()
+    d2 = lambda a, b: (mu[a] - mu[b]).abs().mean().item() ** 2  # noqa: E731
+    hinges = [max(d2(a, p) - d2(a, n) + 0.5, 0) for a in range(4) for p in range(4) for n in range(4)
+              if p != a and dz[a, p] < threshold and dz[a, n] > threshold]
+    assert len(hinges) == 6  # the median is torch's lower middle value (4.9), so the 4.9 pair is no negative
+    violating = [h for h in hinges if h > 0]
+    assert 0 < len(violating) < len(hinges)
+    assert model.triplet(mu, zc).item() == pytest.approx(sum(violating) / len(violating), rel=1e-5)
+
+
+def test_structured_decoder_gives_valid_cells_without_repair_and_covers_the_space():
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    edges = edge_matrix(torch.randn(n, 28, generator=gen) * 3)
+    types = torch.randn(n, 6, NUM_TYPE_CLASSES, generator=gen)
+    kernels = torch.randn(n, 6, NUM_KERNELS, generator=gen)
+    types[:, :, ABSENT] += torch.linspace(-4, 4, n)[:, None]  # from full cells to empty ones
+    parents = torch.randn(n, 6, 7, generator=gen)
+    cells, repaired = decode_cells(edges, types, kernels, parents)
+    assert not any(repaired)  # Cell() validated each one
+    assert len({c.canonical_hash() for c in cells}) > 0.75 * n  # the near-empty cells repeat
+    assert {c.num_op_nodes for c in cells} == set(range(7))
+
+
+def test_structured_likelihood_is_exact_on_the_true_cell():
+    """Perfect logits give a reconstruction NLL near 0; the implied edges (below the first parent, dead ends → output)
+    are not scored, so wrong logits there cost nothing."""
+    model = GVAEModule(hidden=8, latent=2, layers=1)
+    cells = list(sample_cells(64, seed=3, op_set="graphnet"))
+    targets = batch_targets(cells)
+    edges, types, kernels, parents = perfect_logits(cells, structured=True)
+    free = upper_triangle(targets.edge_free).bool()
+    flat = upper_triangle(edges)
+    nll = model.reconstruction((flat, types, kernels, parents), targets).item()
+    assert nll < 1e-2
+    assert targets.edge_free.sum() < targets.adjacency.numel()
+    scrambled = torch.where(free, flat, -flat)  # flip every implied edge
+    assert model.reconstruction((scrambled, types, kernels, parents), targets).item() == pytest.approx(nll)
+    flipped = torch.where(free, -flat, flat)  # flip every free edge
+    assert model.reconstruction((flipped, types, kernels, parents), targets).item() > 10 * free.sum() / len(cells)
+
+
 def test_kl_of_the_prior_is_zero_and_positive_elsewhere():
     mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
     assert GVAEModule.kl(mu, logvar).item() == 0.0
     assert GVAEModule.kl(mu + 1, logvar).item() == pytest.approx(2.0)  # ½·Σ μ² over 4 dims
-
-
-@pytest.fixture(scope="module")
-def tiny_archive(tmp_path_factory):
-    """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress)."""
-    path = tmp_path_factory.mktemp("gvae") / "archive.sqlite"
-    cells = list(sample_cells(600, seed=0, op_set="graphnet"))
-    with Archive(path, op_set="graphnet") as archive:
-        archive.add_cells(cells, start_index=0)
-        archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
-        for c in cells[:40]:
-            archive.add_zc(c.canonical_hash(), "p", {"naswot": 800.0 + len(c.edges), "snip_ssnr": 1e5 * len(c.ops),
-                                                      "params": 1e5 * (1 + len(c.edges)), "flops": 1e7 * len(c.edges)})
-        archive.set_normaliser("p", {"names": ["naswot", "snip_ssnr", "params", "flops"], "log": [0, 0, 1, 1],
-                                     "mean": [810.0, 6e5, 14.0, 18.0], "std": [5.0, 1e5, 0.5, 0.5]})
-    return path
 
 
 def test_training_fits_and_writes_metrics(tiny_archive, tmp_path):
@@ -161,3 +203,38 @@ def test_latent_map_callback_draws_fig2(tiny_archive, tmp_path):
     trainer.fit(model, datamodule=data)
     png = tmp_path / "latent_map_epoch0.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ddp_on_two_cpu_processes_pools_validation_over_ranks(tiny_archive, tmp_path):
+    """One epoch of ``fit`` with ``devices=2, strategy=ddp`` on CPU (two processes, gloo): the run completes and the
+    metrics count the held-out cells of both ranks, not only rank 0's shard."""
+    config = tmp_path / "ddp.yaml"
+    config.write_text(f"""
+seed_everything: 0
+trainer:
+  default_root_dir: {tmp_path}
+  accelerator: cpu
+  devices: 2
+  strategy: ddp
+  max_epochs: 1
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+model:
+  class_path: lightning_nas.models.GVAEModule
+  init_args: {{hidden: 32, latent: 8, layers: 2, prior_samples: 50}}
+data:
+  class_path: datamodules.GraphZCDataModule
+  init_args: {{archive: {tiny_archive}, batch_size: 32, labelled_batch_size: 8, val_fraction: 0.1, max_cells: 400}}
+""")
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lightning_nas", "fit", "--config", str(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    data = GraphZCDataModule(str(tiny_archive), val_fraction=0.1, max_cells=400)
+    data.setup()
+    held_out = len(data.val_set)
+    assert metrics["val_cells"] == held_out  # both ranks' shards (40 cells: 20 each, no padding)
+    assert 0.0 <= metrics["recon_exact"] <= 1.0 and metrics["validity"] == 1.0
+    assert "latent_zc_spearman" in metrics

@@ -1,6 +1,7 @@
 """LightningModules of lightning-nas: one per learned component (DESIGN.md §5)."""
 
+from .ccnf import CCNFModule
 from .classifier import ClassifierModule
 from .gvae import GVAEModule
 
-__all__ = ["ClassifierModule", "GVAEModule"]
+__all__ = ["CCNFModule", "ClassifierModule", "GVAEModule"]

@@ -9,10 +9,18 @@ where ẑ is the normalised ZC vector. Reconstruction is summed over a cell's 28
 slots (cross-entropy, an 11th class = empty slot) and the kernels of the slots that have one; KL is summed over
 latent dimensions; both are averaged over cells.
 
-Triplets (Eq. 5) are mined inside each labelled batch: for anchor i, the positive is its nearest cell in normalised
-ZC space (L1) if that distance is below the batch's median pairwise distance, the negative its farthest cell if that
-is above the median; the term is ``max(d(i,p)² − d(i,n)² + margin, 0)`` with ``d`` the mean absolute difference of
-latent means (L1 / latent size, so the margin does not depend on the latent size).
+Triplets (Eq. 5) are mined inside each labelled batch with the batch's median pairwise distance in normalised ZC
+space (L1) as the threshold: a positive of anchor i is a cell closer than the threshold, a negative one farther.
+``triplet_mining: all`` (our default) uses every (anchor, positive, negative) and averages the hinge over the triplets
+that violate the margin; ``hardest`` takes only the nearest positive and the farthest negative per anchor. The hinge is
+``max(d(i,p)² − d(i,n)² + margin, 0)`` with ``d`` the mean absolute difference of latent means (L1 / latent size, so
+the margin does not depend on the latent size). On the tiny archive, ``all`` with margin 1 raised the held-out
+Spearman of latent vs ZC distances from 0.41 (hardest, margin 0.1) to 0.70 after 6 epochs on 10k cells.
+
+The decoder is ``structured`` by default (:mod:`lightning_nas.space.decoding`): the edge likelihood is written over
+valid cells only, so every prior sample decodes to a valid cell without repair; ``independent`` is the authors'
+decoder (independent edges, threshold, repair), kept for comparison — with it 18–25 % of prior samples needed repair
+on the tiny archive.
 """
 
 from __future__ import annotations
@@ -29,18 +37,23 @@ from torch import nn
 from torch_geometric.nn import DenseGCNConv
 from torchmetrics.functional import r2_score, spearman_corrcoef
 
+from .checkpoint import load_module
+
 from ..space.cell import ENCODING_FEATURES, ENCODING_NODES, Cell
 from ..space.decoding import (
     ABSENT,
     MAX_OP_NODES,
     NUM_KERNELS,
     NUM_TYPE_CLASSES,
+    CellTargets,
     decode_cells,
     upper_triangle,
 )
 
 ENCODING_VERSION = 1
 """Version of the (cell encoding, decoder targets) pair a checkpoint was trained with."""
+_NODE_LOGITS = NUM_TYPE_CLASSES + NUM_KERNELS + MAX_OP_NODES + 1
+_PARENT_MASK = torch.ones(MAX_OP_NODES, MAX_OP_NODES + 1, dtype=torch.bool).tril(0)  # slot s: positions 0..s
 
 
 def encode_inputs(cells: Sequence[Cell]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,19 +93,20 @@ class GraphEncoder(nn.Module):
 
 
 class GraphDecoder(nn.Module):
-    """Two MLP heads from a latent: logits of the 28 forward edges, and per op slot the op-type (11 classes) and
-    kernel (3 classes) logits."""
+    """Two MLP heads from a latent: logits of the 28 forward edges, and per op slot the op-type (11 classes), kernel
+    (3 classes) and first-parent (7 positions, for the structured decoder) logits."""
 
     def __init__(self, hidden: int, latent: int):
         super().__init__()
         self.edges = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
                                    nn.Linear(hidden, (MAX_OP_NODES + 2) * (MAX_OP_NODES + 1) // 2))
         self.nodes = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, MAX_OP_NODES * (NUM_TYPE_CLASSES + NUM_KERNELS)))
+                                   nn.Linear(hidden, MAX_OP_NODES * _NODE_LOGITS))
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        nodes = self.nodes(z).view(-1, MAX_OP_NODES, NUM_TYPE_CLASSES + NUM_KERNELS)
-        return self.edges(z), nodes[..., :NUM_TYPE_CLASSES], nodes[..., NUM_TYPE_CLASSES:]
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(edges B×28, types B×6×11, kernels B×6×3, first parents B×6×7)``."""
+        nodes = self.nodes(z).view(-1, MAX_OP_NODES, _NODE_LOGITS)
+        return self.edges(z), *nodes.split([NUM_TYPE_CLASSES, NUM_KERNELS, MAX_OP_NODES + 1], dim=-1)
 
 
 def edge_matrix(edge_logits: torch.Tensor) -> torch.Tensor:
@@ -114,7 +128,9 @@ class GVAEModule(L.LightningModule):
         layers: GCN layers (paper 4).
         zc_dims: size of the ZC vector q predicts.
         lr, weight_decay: AdamW (cosine schedule to 0 over the run).
-        kl_weight, triplet_weight, triplet_margin, predictor_weight: loss terms (see the module docstring).
+        kl_weight, triplet_weight, triplet_margin, triplet_mining, predictor_weight: loss terms (module docstring).
+        decoder: ``structured`` (valid cells by construction) or ``independent`` (the authors' independent edges
+            with repair); see :mod:`lightning_nas.space.decoding`.
         prior_samples: latents drawn from N(0, I) at each validation to measure validity/uniqueness/novelty.
     """
 
@@ -129,10 +145,16 @@ class GVAEModule(L.LightningModule):
         kl_weight: float = 0.005,
         triplet_weight: float = 1.0,
         triplet_margin: float = 0.1,
+        triplet_mining: str = "hardest",
         predictor_weight: float = 1.0,
         prior_samples: int = 1000,
+        decoder: str = "structured",
     ):
         super().__init__()
+        if triplet_mining not in ("hardest", "all"):
+            raise ValueError(f"triplet_mining: 'hardest' or 'all', got {triplet_mining!r}")
+        if decoder not in ("structured", "independent"):
+            raise ValueError(f"decoder: 'structured' or 'independent', got {decoder!r}")
         self.save_hyperparameters()
         self.encoder = GraphEncoder(hidden, latent, layers)
         self.decoder = GraphDecoder(hidden, latent)
@@ -156,14 +178,20 @@ class GVAEModule(L.LightningModule):
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[Cell]:
         """Valid cells f⁻¹(z); how many needed repair accumulates in ``decode_stats``."""
+        return self.decode_with_repairs(latents)[0]
+
+    @torch.no_grad()
+    def decode_with_repairs(self, latents: torch.Tensor) -> tuple[list[Cell], list[bool]]:
+        """Valid cells f⁻¹(z) and, per cell, whether it needed repair (also counted in ``decode_stats``)."""
         cells, repaired = decode_cells(*self._decode_logits(latents.to(self.device)))
         self.decode_stats["decoded"] += len(cells)
         self.decode_stats["repaired"] += sum(repaired)
-        return cells
+        return cells, repaired
 
     def _decode_logits(self, z: torch.Tensor):
-        edges, types, kernels = self.decoder(z)
-        return edge_matrix(edges), types, kernels
+        """Arguments of :func:`decode_cells` for latents ``z``."""
+        edges, types, kernels, parents = self.decoder(z)
+        return edge_matrix(edges), types, kernels, parents if self.hparams.decoder == "structured" else None
 
     @torch.no_grad()
     def predict_zc(self, latents: torch.Tensor) -> torch.Tensor:
@@ -171,15 +199,21 @@ class GVAEModule(L.LightningModule):
         return self.predictor(latents.to(self.device))
 
     # ---- losses ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def reconstruction(decoded, targets) -> torch.Tensor:
-        edges, types, kernels = decoded
-        adj, op_type, kernel = targets
-        bce = F.binary_cross_entropy_with_logits(edges, upper_triangle(adj), reduction="none").sum(1)
-        ce_type = F.cross_entropy(types.transpose(1, 2), op_type, reduction="none").sum(1)
-        ce_kernel = F.cross_entropy(kernels.transpose(1, 2), kernel.clamp(min=0), reduction="none")
-        ce_kernel = (ce_kernel * (kernel >= 0)).sum(1)
-        return (bce + ce_type + ce_kernel).mean()
+    def reconstruction(self, decoded, targets: CellTargets) -> torch.Tensor:
+        """Negative log-likelihood of the target cells (nats per cell): edges (BCE), op types and kernels (CE) and,
+        for the structured decoder, first parents (CE) with BCE only on the free edges."""
+        edges, types, kernels, parents = decoded
+        bce = F.binary_cross_entropy_with_logits(edges, upper_triangle(targets.adjacency), reduction="none")
+        nll = F.cross_entropy(types.transpose(1, 2), targets.op_type, reduction="none").sum(1)
+        ce_kernel = F.cross_entropy(kernels.transpose(1, 2), targets.kernel.clamp(min=0), reduction="none")
+        nll = nll + (ce_kernel * (targets.kernel >= 0)).sum(1)
+        if self.hparams.decoder == "independent":
+            return (nll + bce.sum(1)).mean()
+        parents = parents.masked_fill(~_PARENT_MASK.to(parents.device), -math.inf)
+        present = targets.first_parent >= 0
+        ce_parent = F.cross_entropy(parents[present], targets.first_parent[present], reduction="sum")
+        bce = (bce * upper_triangle(targets.edge_free)).sum()
+        return (nll.sum() + ce_parent + bce) / len(nll)
 
     @staticmethod
     def kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -190,23 +224,31 @@ class GVAEModule(L.LightningModule):
         n = len(zc)
         if n < 3:
             return mu.new_zeros(())
+        eye = torch.eye(n, dtype=torch.bool, device=zc.device)
         dz = torch.cdist(zc, zc, p=1)
-        threshold = dz[~torch.eye(n, dtype=torch.bool, device=dz.device)].median()
-        far = dz.masked_fill(torch.eye(n, dtype=torch.bool, device=dz.device), -1.0)
-        near = dz.masked_fill(torch.eye(n, dtype=torch.bool, device=dz.device), math.inf)
-        pos_d, pos = near.min(1)
-        neg_d, neg = far.max(1)
+        threshold = dz[~eye].median()
+        d2 = ((mu[:, None, :] - mu[None, :, :]).abs().mean(-1)).pow(2)  # squared latent distance, all pairs
+        margin = self.hparams.triplet_margin
+        if self.hparams.triplet_mining == "all":
+            positive = (dz < threshold) & ~eye
+            negative = dz > threshold
+            valid = positive[:, :, None] & negative[:, None, :]  # anchor, positive, negative
+            if not valid.any():
+                return mu.new_zeros(())
+            hinge = F.relu(d2[:, :, None] - d2[:, None, :] + margin)[valid]
+            active = hinge > 0
+            return hinge[active].mean() if active.any() else hinge.sum()
+        pos_d, pos = dz.masked_fill(eye, math.inf).min(1)
+        neg_d, neg = dz.masked_fill(eye, -1.0).max(1)
         valid = (pos_d < threshold) & (neg_d > threshold)
         if not valid.any():
             return mu.new_zeros(())
-        d_pos = (mu - mu[pos]).abs().mean(1)
-        d_neg = (mu - mu[neg]).abs().mean(1)
-        return F.relu(d_pos.pow(2) - d_neg.pow(2) + self.hparams.triplet_margin)[valid].mean()
+        rows = torch.arange(n, device=mu.device)
+        return F.relu(d2[rows, pos] - d2[rows, neg] + margin)[valid].mean()
 
     def _losses(self, batch: dict, labelled: bool) -> dict[str, torch.Tensor]:
         mu, logvar, _, decoded = self(batch["adj"], batch["feat"])
-        targets = (batch["target_adj"], batch["target_type"], batch["target_kernel"])
-        out = {"recon": self.reconstruction(decoded, targets), "kl": self.kl(mu, logvar)}
+        out = {"recon": self.reconstruction(decoded, batch["targets"]), "kl": self.kl(mu, logvar)}
         if labelled:
             out["triplet"] = self.triplet(mu, batch["zc"])
             out["predictor"] = F.mse_loss(self.predictor(mu), batch["zc"])
@@ -241,11 +283,10 @@ class GVAEModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         mu, logvar = self.encoder(batch["adj"], batch["feat"])
         decoded = self.decoder(mu)
-        targets = (batch["target_adj"], batch["target_type"], batch["target_kernel"])
         n = len(mu)
-        self.log("val/recon", self.reconstruction(decoded, targets), batch_size=n, sync_dist=True)
+        self.log("val/recon", self.reconstruction(decoded, batch["targets"]), batch_size=n, sync_dist=True)
         self.log("val/kl", self.kl(mu, logvar), batch_size=n, sync_dist=True)
-        cells, _ = decode_cells(edge_matrix(decoded[0]), decoded[1], decoded[2])
+        cells, _ = decode_cells(*self._decode_logits(mu))
         self._val["exact"] += sum(c.canonical_hash() == h for c, h in zip(cells, batch["hash"], strict=True))
         self._val["total"] += n
         labelled = batch["labelled"]
@@ -253,18 +294,29 @@ class GVAEModule(L.LightningModule):
         self._val["zc"].append(batch["zc"][labelled].cpu())
 
     def on_validation_epoch_end(self) -> None:
+        self._gather_validation()
         metrics = self.validation_metrics()
         for name, value in metrics.items():
-            self.log(f"val/{name}", value, sync_dist=True, batch_size=1)
+            self.log(f"val/{name}", value, batch_size=1)  # computed from every rank's cells: identical on all ranks
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             out = Path(self.trainer.default_root_dir) / "metrics.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
 
+    def _gather_validation(self) -> None:
+        """Under DDP each rank saw a shard of the held-out cells: pool the counts and latents of all ranks."""
+        if self._trainer is None or self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return
+        shards = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(shards, self._val)
+        self._val = {"exact": sum(v["exact"] for v in shards), "total": sum(v["total"] for v in shards),
+                     "mu": [m for v in shards for m in v["mu"]], "zc": [z for v in shards for z in v["zc"]]}
+
     def validation_metrics(self) -> dict[str, float]:
-        """recon_exact (held-out), validity/uniqueness/novelty (prior samples), latent_zc_spearman, predictor_r2_*."""
+        """recon_exact (held-out), validity/uniqueness/novelty (prior samples), latent_zc_spearman, predictor_r2_*;
+        ``val_cells`` is the number of held-out cells the metrics pooled (over all ranks)."""
         v = self._val
-        metrics = {"recon_exact": v["exact"] / max(1, v["total"])}
+        metrics = {"recon_exact": v["exact"] / max(1, v["total"]), "val_cells": v["total"]}
         gen = torch.Generator().manual_seed(0)
         z = torch.randn(self.hparams.prior_samples, self.hparams.latent, generator=gen).to(self.device)
         cells, repaired = decode_cells(*self._decode_logits(z))
@@ -302,6 +354,11 @@ class GVAEModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("lightning_nas", {})
         self.space, self.normaliser = saved.get("space", {}), saved.get("zc_normaliser")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GVAEModule:
+        """A trained G-VAE (eval mode) from a Lightning checkpoint, loaded without running code (weights only)."""
+        return load_module(cls, path, map_location, "python -m lightning_nas fit --config configs/gvae.yaml")
 
     def check_space(self, op_set: str | None) -> None:
         """Refuse data from another search space than the one this model was trained on."""

@@ -1,0 +1,244 @@
+"""CCNF: analytic checks of the flow (identity start, linear flow, normalisation, Hutchinson), gradients of the
+condition under the adjoint, reproducible sampling, stiff solves."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_nas.models.ccnf import CCNFModule, ConditionalFlow, StiffSolveError
+
+
+def flow(dim=4, cond_dim=2, **kw):
+    kw = {"hidden": 16, "layers": 2, "batch_norm": False, "atol": 1e-6, "rtol": 1e-6, **kw}
+    return ConditionalFlow(dim, cond_dim, **kw)
+
+
+def randomise(f: ConditionalFlow, scale: float = 0.3, seed: int = 0):
+    """Give the zero-initialised last layer weights, so the flow is not the identity."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in f.dynamics.net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return f
+
+
+def test_zero_initialised_flow_is_the_identity_with_the_gaussian_nll():
+    torch.manual_seed(0)
+    d = 256
+    f = flow(dim=d, cond_dim=4)
+    x = torch.randn(4096, d)
+    u, logp = f(x, torch.randn(4096, 4))
+    assert torch.allclose(u, x, atol=1e-6)
+    expected = 0.5 * d * math.log(2 * math.pi * math.e)  # 363.2 nats for D = 256
+    assert (-logp).mean().item() == pytest.approx(expected, abs=1.0)
+    assert expected == pytest.approx(363.2, abs=0.05)
+
+
+class Linear(nn.Module):
+    """g(x) = A x, whatever t and the condition: u = exp(T A) x and log|det| = T·tr(A)."""
+
+    def __init__(self, a: torch.Tensor):
+        super().__init__()
+        self.a = nn.Parameter(a)
+
+    def forward(self, t, x, cond):
+        return x @ self.a.T
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact-trace", "hutchinson"])
+def test_linear_flow_matches_the_analytic_density(exact):
+    torch.manual_seed(0)
+    d = 3
+    a = torch.randn(d, d, dtype=torch.float64) * 0.5
+    f = flow(dim=d, end_time=0.7, atol=1e-9, rtol=1e-9, adjoint=False).double()
+    f.dynamics.net = Linear(a)
+    x = torch.randn(16, d, dtype=torch.float64)
+    u, logp = f(x, torch.zeros(16, 2, dtype=torch.float64), exact_trace=exact)
+    m = torch.linalg.matrix_exp(0.7 * a)
+    assert torch.allclose(u, x @ m.T, atol=1e-6)
+    inv = torch.linalg.inv(m)
+    base = torch.distributions.MultivariateNormal(torch.zeros(d, dtype=torch.float64), covariance_matrix=inv @ inv.T)
+    if exact:
+        assert torch.allclose(logp, base.log_prob(x), atol=1e-4)
+    else:  # Hutchinson is unbiased: averaged over many ε it converges to the exact trace
+        estimates = torch.stack([f(x, torch.zeros(16, 2, dtype=torch.float64))[1].detach() for _ in range(400)])
+        error = (estimates.mean(0) - base.log_prob(x)).abs()
+        assert (error < 4 * estimates.std(0) / math.sqrt(400)).all()
+        assert estimates.std(0).max() > 1e-3  # it is an estimate, not the exact value
+
+
+def test_hutchinson_batch_mean_agrees_with_the_exact_trace():
+    torch.manual_seed(0)
+    f = randomise(flow(dim=6, cond_dim=2, adjoint=False))
+    x, c = torch.randn(1, 6).expand(4000, 6).contiguous(), torch.randn(1, 2).expand(4000, 2).contiguous()
+    _, hutchinson = f(x, c)
+    _, exact = f(x[:1], c[:1], exact_trace=True)
+    assert hutchinson.std() > 1e-3
+    assert hutchinson.mean().item() == pytest.approx(exact.item(), abs=4 * hutchinson.std().item() / math.sqrt(4000))
+
+
+def test_learned_2d_density_integrates_to_one():
+    torch.manual_seed(0)
+    f = flow(dim=2, cond_dim=1, hidden=32, layers=2, batch_norm=True, adjoint=False, atol=1e-5, rtol=1e-5)
+    opt = torch.optim.Adam(f.parameters(), lr=1e-2)
+    for _ in range(150):  # two moons-ish: a bimodal target, conditioned on which mode
+        c = torch.randint(0, 2, (128, 1)).float()
+        x = torch.randn(128, 2) * 0.3 + torch.cat([c * 2 - 1, (c * 2 - 1) * 0.5], 1)
+        loss = -f(x, c)[1].mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    f.eval()
+    step = 0.05
+    grid = torch.arange(-5, 5, step) + step / 2
+    xy = torch.cartesian_prod(grid, grid)
+    for cond in (0.0, 1.0):
+        with torch.no_grad():
+            _, logp = f(xy, torch.full((len(xy), 1), cond), exact_trace=True)
+        assert (logp.exp().sum() * step**2).item() == pytest.approx(1.0, abs=0.01)
+    assert loss.item() < 1.5  # it learned something: N(0, I) would be ≈ 2.84 + spread of the modes
+
+
+def test_condition_gets_gradients_under_the_adjoint_equal_to_backprop():
+    torch.manual_seed(0)
+    grads = []
+    for adjoint in (True, False):
+        f = randomise(flow(dim=5, cond_dim=3, adjoint=adjoint, atol=1e-8, rtol=1e-8)).double()
+        x = torch.randn(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        c = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+        torch.manual_seed(3)  # the same Hutchinson ε
+        (-f(x, c)[1].mean()).backward()
+        grads.append((c.grad.clone(), f.sqrt_end_time.grad.clone()))
+    (c_adj, t_adj), (c_bp, t_bp) = grads
+    assert c_adj.abs().max() > 1e-4
+    assert torch.allclose(c_adj, c_bp, atol=1e-5) and torch.allclose(t_adj, t_bp, atol=1e-5)
+
+
+def test_sampling_is_reproducible_and_inverts_the_forward_map():
+    f = randomise(flow(dim=4, cond_dim=2, batch_norm=True)).eval()
+    c = torch.randn(10, 2)
+    a = f.sample(c, generator=torch.Generator().manual_seed(7))
+    b = f.sample(c, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and not torch.equal(a, f.sample(c, generator=torch.Generator().manual_seed(8)))
+    u, _ = f(a, c)
+    assert torch.allclose(f.inverse(u, c), a, atol=1e-4)
+
+
+def test_stiff_solve_is_reported():
+    f = randomise(flow(dim=4, cond_dim=2, max_num_steps=3, adjoint=False), scale=3.0)
+    with pytest.raises(StiffSolveError, match="ODE solve failed"):
+        f(torch.randn(8, 4), torch.randn(8, 2))
+
+
+# ---- training on real G-VAE latents, and generation ------------------------------------------------------------------
+def test_latent_datamodule_holds_unlabelled_means_with_predicted_conditions(tiny_archive, tiny_gvae):
+    from datamodules import LatentDataModule
+    from lightning_nas.archive import Archive
+    from lightning_nas.models import GVAEModule
+
+    data = LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64, val_fraction=0.1, seed=0)
+    data.setup("fit")
+    latents = torch.cat([data.train_set.tensors[0], data.val_set.tensors[0]])
+    cond = torch.cat([data.train_set.tensors[1], data.val_set.tensors[1]])
+    assert latents.shape == (560, 8) and cond.shape == (560, 4)  # the 600 − 40 unlabelled cells
+    gvae = GVAEModule.from_checkpoint(tiny_gvae)
+    with Archive(tiny_archive) as archive:
+        labelled = set(archive.zc("p"))
+        cells = [c for h, c in archive.iter_cells() if h not in labelled]
+    mine = gvae.encode(cells)
+    assert torch.allclose(mine.sort(0).values, latents.sort(0).values, atol=1e-5)
+    assert torch.allclose(gvae.predict_zc(mine).sort(0).values, cond.sort(0).values, atol=1e-5)
+    assert data.space == {"op_set": "graphnet", "encoding": 1, "latent": 8, "zc_dims": 4}
+    with pytest.raises(FileNotFoundError, match="configs/gvae.yaml"):
+        LatentDataModule(str(tiny_archive), str(tiny_archive.parent / "missing.ckpt")).setup("fit")
+
+
+def test_ccnf_trains_writes_metrics_and_generates_valid_cells(tiny_archive, tiny_gvae, tmp_path):
+    import json
+
+    import lightning as L
+
+    from datamodules import LatentDataModule
+    from lightning_nas.generator import CellGenerator
+    from lightning_nas.models import GVAEModule
+    from lightning_nas.space import Cell
+
+    torch.manual_seed(0)
+    model = CCNFModule(latent_dim=8, hidden=32, layers=2, atol=1e-4, rtol=1e-4, gen_samples=50)
+    data = LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64, val_fraction=0.1)
+    trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        gradient_clip_val=5.0)
+    trainer.fit(model, datamodule=data)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"val_nll", "nfe", "gen_success", "samples_per_s"} <= set(metrics)
+    assert metrics["gen_success"] == 1.0 and metrics["nfe"] > 2 and metrics["samples_per_s"] > 0
+    # it learned: the held-out NLL beats a Gaussian fitted to the training latents (diagonal, per dimension)
+    train = data.train_set.tensors[0]
+    val = data.val_set.tensors[0]
+    gaussian = -torch.distributions.Normal(train.mean(0), train.std(0)).log_prob(val).sum(1).mean().item()
+    assert metrics["val_nll"] < gaussian
+
+    checkpoint = tmp_path / "ccnf.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    loaded = CCNFModule.from_checkpoint(checkpoint)
+    assert loaded.space == {"op_set": "graphnet", "encoding": 1, "latent": 8, "zc_dims": 4}
+    clusters = {"means": [[0.0, 0.0, 0.0, 0.0], [1.5, 1.5, 1.5, 1.5]]}
+    generator = CellGenerator(GVAEModule.from_checkpoint(tiny_gvae), loaded, clusters)
+    reference = Cell.random(seed=3)
+    for kwargs in ({"cluster": 1}, {"reference": reference}, {"condition": torch.zeros(4)}):
+        a = generator.sample(20, seed=5, **kwargs)
+        b = generator.sample(20, seed=5, **kwargs)
+        assert len(a.cells) == 20 and all(isinstance(c, Cell) for c in a.cells)
+        assert a.cells == b.cells and a.attempts == 20 and a.repairs == 0 and a.rejections == 0
+        assert a.success == 1.0
+    assert generator.sample(20, seed=6, cluster=1).cells != generator.sample(20, seed=5, cluster=1).cells
+    near = generator.sample(20, reference=reference, method="neighbourhood", temperature=0.01)
+    assert len(near.cells) == 20
+    assert len(generator.sample(20, method="uniform").cells) == 20
+    prior = generator.sample(20, method="prior", seed=1)
+    assert len(prior.cells) == 20 and prior.cells == generator.sample(20, method="prior", seed=1).cells
+    # cells outside the generator's op set are rejected and redrawn, and a hopeless request stops with a reason
+    seen = sorted({op for c in near.cells for op in c.ops})
+    within = CellGenerator(GVAEModule.from_checkpoint(tiny_gvae), loaded, clusters, op_set=seen)
+    again = within.sample(20, reference=reference, method="neighbourhood", temperature=0.01)
+    assert again.cells == near.cells and again.rejections == 0
+    nb201 = CellGenerator(GVAEModule.from_checkpoint(tiny_gvae), loaded, clusters, op_set="nb201")
+    with pytest.raises(RuntimeError, match="outside op set 'nb201'"):
+        nb201.sample(3, method="neighbourhood", reference=reference, temperature=3.0)
+    with pytest.raises(ValueError, match="exactly one of"):
+        generator.sample(2, cluster=0, condition=torch.zeros(4))
+    with pytest.raises(ValueError, match="is not one of the 2 clusters"):
+        generator.sample(2, cluster=2)
+
+
+def test_ccnf_checkpoint_of_another_gvae_is_refused(tiny_gvae):
+    from lightning_nas.generator import CellGenerator
+    from lightning_nas.models import GVAEModule
+
+    ccnf = CCNFModule(latent_dim=8)
+    ccnf.space = {"op_set": "graphnet", "encoding": 1, "latent": 16, "zc_dims": 4}
+    with pytest.raises(ValueError, match="train the CCNF on this G-VAE"):
+        CellGenerator(GVAEModule.from_checkpoint(tiny_gvae), ccnf)
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
+def test_stiff_batches_are_skipped_saved_and_stop_the_run_when_persistent(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = CCNFModule(latent_dim=4, hidden=16, layers=2, max_num_steps=2, max_stiff_batches=3, adjoint=False)
+    randomise(model.flow, scale=3.0)
+    loader = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 4)), batch_size=8)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="skipped stiff batch"), pytest.raises(StiffSolveError, match="3 stiff"):
+        trainer.fit(model, train_dataloaders=loader)
+    saved = sorted((tmp_path / "stiff_batches").glob("*.pt"))
+    assert [p.name for p in saved] == ["epoch0_batch0.pt", "epoch0_batch1.pt", "epoch0_batch2.pt"]
+    batch = torch.load(saved[0], weights_only=True)
+    assert torch.equal(batch["latents"], loader.dataset.tensors[0][:8])
