@@ -1,0 +1,134 @@
+"""HL-Evo: ageing-free evolution in the HL space with CCNF-generated cells (paper App. C, Algorithm 1).
+
+Population P of at most N candidates; each iteration draws a parent uniformly from P, mutates it (exploration phase
+for the first T/2 iterations: clusters may change; exploitation afterwards: they may not), scores the child and, if it
+is within budget and scored, inserts it, removing the worst member (lowest objective) when P is full. Over-budget and
+failed children are discarded and counted. Iteration 0 is the initial architecture α₀.
+
+**History and resume.** Every iteration's child — scored, over budget or failed — is written to the archive
+(``Archive.add_arch``, stage ``search``, one ``run`` id per (config, budget, seed)) the moment it is evaluated. The
+random state of iteration i is derived from (seed, i) alone, and P is a pure function of the ordered history, so a
+killed search restarted with the same config replays the stored history into P and continues at the next iteration:
+nothing stored is lost or repeated, and the same seed gives the same history whether or not the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..archive import Archive
+from ..space.arch import Arch
+from ..space.cell import Cell
+from ..space.hl import HLArch, HLStage
+from .evaluate import ArchEvaluator, Evaluation
+from .mutations import Candidate, mutate
+
+
+@dataclass(frozen=True)
+class HLEvoConfig:
+    """Algorithm 1's settings. ``initial``: the HL stages of α₀ as (cluster, channels, stride, repeats) tuples."""
+
+    population: int = 512
+    iterations: int = 20000
+    seed: int = 0
+    initial: tuple[tuple[int, int, int, int], ...] = ((0, 8, 2, 1), (0, 16, 2, 1), (0, 32, 2, 1), (0, 64, 2, 1))
+    initial_final_channels: int | None = 128
+
+    def initial_hl(self) -> HLArch:
+        return HLArch(tuple(HLStage(*s) for s in self.initial), self.initial_final_channels)
+
+
+@dataclass
+class SearchState:
+    """Population (candidate, score) in insertion order and the counters of a run."""
+
+    population: list[tuple[Candidate, float]] = field(default_factory=list)
+    iterations: int = 0
+    evaluations: int = 0
+    over_budget: int = 0
+    failed: int = 0
+    best: tuple[Candidate, float] | None = None
+    seconds: float = 0.0
+
+    def add(self, candidate: Candidate, evaluation: Evaluation, size: int) -> None:
+        """Apply one history entry (Algorithm 1 lines 26–31)."""
+        self.iterations += 1
+        self.seconds += evaluation.seconds
+        if evaluation.status == "over_budget":
+            self.over_budget += 1
+            return
+        if evaluation.status != "ok":
+            self.failed += 1
+            return
+        self.evaluations += 1
+        if len(self.population) >= size:
+            worst = min(range(len(self.population)), key=lambda j: self.population[j][1])
+            del self.population[worst]
+        self.population.append((candidate, evaluation.score))
+        if self.best is None or evaluation.score > self.best[1]:
+            self.best = (candidate, evaluation.score)
+
+
+def iteration_rng(seed: int, iteration: int) -> random.Random:
+    """The random stream of one iteration: a function of (seed, iteration) only."""
+    return random.Random(f"hl-evo:{seed}:{iteration}")
+
+
+def run_id(method: str, budget_name: str, config: dict) -> str:
+    """``<method>-<budget>-s<seed>-<hash of the config>``: a resumable run is the same config's run."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{method}-{budget_name}-s{config.get('seed', 0)}-{digest}"
+
+
+def candidate_from_record(record: dict) -> Candidate:
+    arch = Arch.from_json(record["spec"])
+    return Candidate(HLArch.from_json(record["hl_spec"]), tuple(s.cell for s in arch.stages))
+
+
+def hl_evo(
+    config: HLEvoConfig,
+    evaluate: ArchEvaluator,
+    gen_cell: Callable[[int, random.Random], Cell],
+    num_clusters: int,
+    archive: Archive,
+    run: str,
+    initial_cells: Iterable[Cell] | None = None,
+    progress: Callable[[SearchState], None] | None = None,
+) -> SearchState:
+    """Run (or resume) Algorithm 1 for ``config.iterations`` mutations after α₀; returns the final state."""
+    state = SearchState()
+    for record in archive.archs(stage="search", run=run):  # resume: replay the stored history
+        m = record["metrics"]
+        evaluation = Evaluation(m["status"], m.get("score"), m.get("params"), m.get("macs"), m.get("flops"),
+                                m.get("seconds", 0.0), m.get("reason", ""))
+        state.add(candidate_from_record(record), evaluation, config.population)
+    budget = dict(vars(evaluate.budget))
+    while state.iterations <= config.iterations:
+        i = state.iterations
+        rng = iteration_rng(config.seed, i)
+        if i == 0:
+            hl = config.initial_hl()
+            cells = tuple(initial_cells) if initial_cells is not None else tuple(
+                gen_cell(s.cluster, rng) for s in hl.stages)
+            child, changes = Candidate(hl, cells), ["initial"]
+        elif not state.population:
+            raise RuntimeError(
+                f"search {run}: the initial architecture is over budget or failed ({state.over_budget} over budget, "
+                f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
+            )
+        else:
+            parent, _ = rng.choice(state.population)
+            child, changes = mutate(parent, rng, num_clusters, gen_cell, exploration=i <= config.iterations // 2)
+        arch = child.hl.materialise(child.cells)
+        evaluation = evaluate(arch)
+        metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective}
+        archive.add_arch(arch.to_json(), metrics, child.hl.to_json(), budget, stage="search", run=run)
+        state.add(child, evaluation, config.population)
+        if progress is not None:
+            progress(state)
+    return state
+

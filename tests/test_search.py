@@ -1,0 +1,172 @@
+"""HL-Evo: mutations stay in the space, budgets hold, the history survives kill -9 and is a function of the seed."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lightning_nas.archive import Archive
+from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, hl_evo, mutate, scale_width
+from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
+from lightning_nas.space.hl import HLArch, HLStage
+from lightning_nas.zc import Probe
+from tests.conftest import REPO
+
+
+def gen_cell(cluster: int, rng: random.Random) -> Cell:
+    """Stands in for the CCNF: a seeded random cell (the search logic does not care where cells come from)."""
+    return Cell.random(rng=random.Random(rng.randrange(2**31) + 1000 * cluster))
+
+
+def test_scale_width_clamps_and_rounds_down_to_the_grid():
+    assert scale_width(64, 2.5) == 160 and scale_width(8, 1 / 2.5) == 8 and scale_width(1024, 2) == 1024
+    assert scale_width(24, 1 / 1.5) == 16 and scale_width(40, 1.25) == 48
+
+
+def test_mutations_respect_every_constraint_of_the_space():
+    rng = random.Random(0)
+    hl = HLArch(tuple(HLStage(0, c, 2, 1) for c in (8, 16, 32, 64)), 128)
+    pool = [Candidate(hl, tuple(gen_cell(0, rng) for _ in hl.stages))]
+    seen = set()
+    for step in range(3000):
+        parent = rng.choice(pool)
+        exploration = step % 2 == 0
+        child, changes = mutate(parent, rng, num_clusters=4, gen_cell=gen_cell, exploration=exploration)
+        seen.update(changes)
+        assert isinstance(child.hl, HLArch) and len(child.cells) == len(child.hl.stages)
+        assert 1 <= child.hl.num_cells <= MAX_CELLS
+        assert all(s.channels in CHANNEL_GRID and s.stride in (1, 2) and 0 <= s.cluster < 4 for s in child.hl.stages)
+        assert child.hl.final_channels in CHANNEL_GRID
+        child.hl.materialise(child.cells)  # a valid Arch
+        if not exploration:  # exploitation keeps the cluster sequence (a stage may only disappear)
+            assert "cluster" not in changes and "insert" not in changes
+            clusters = [s.cluster for s in child.hl.stages]
+            parent_clusters = [s.cluster for s in parent.hl.stages]
+            assert clusters == parent_clusters or len(clusters) == len(parent_clusters) - 1
+        pool.append(child)
+    assert seen == {"cell", "cluster", "channels", "stride", "repeats", "insert", "final"}
+    assert max(c.hl.num_cells for c in pool) == MAX_CELLS  # the search can grow to 20 cells
+
+
+@pytest.fixture(scope="module")
+def probe():
+    return Probe.from_source("gaussian", seed=0, batch_size=4)
+
+
+def test_budgets_are_never_violated_and_discards_are_counted(probe, tmp_path):
+    budget = Budget("150k", max_params=150_000)
+    config = HLEvoConfig(population=6, iterations=30, seed=0)
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        state = hl_evo(config, ArchEvaluator(probe, budget), gen_cell, 3, archive, "run")
+        history = archive.archs(stage="search", run="run")
+    assert len(history) == state.iterations == 31
+    assert [r["metrics"]["iteration"] for r in history] == list(range(31))
+    ok = [r["metrics"] for r in history if r["metrics"]["status"] == "ok"]
+    over = [r["metrics"] for r in history if r["metrics"]["status"] == "over_budget"]
+    assert state.evaluations == len(ok) and state.over_budget == len(over) > 0
+    assert all(m["params"] <= 150_000 for m in ok) and all(m["params"] > 150_000 for m in over)
+    assert all(m["score"] is None for m in over)  # over-budget children are not scored
+    assert len(state.population) <= 6
+    assert all(score <= state.best[1] for _, score in state.population)
+    assert history[0]["budget"]["max_params"] == 150_000 and history[0]["hl_spec"]["final_channels"] == 128
+
+
+_RUNNER = """
+import random, sys
+sys.path.insert(0, {repo!r})
+from lightning_nas.archive import Archive
+from lightning_nas.search import ArchEvaluator, Budget, HLEvoConfig, hl_evo
+from lightning_nas.zc import Probe
+from tests.test_search import gen_cell
+with Archive(sys.argv[1], op_set="graphnet") as archive:
+    hl_evo(HLEvoConfig(population=5, iterations=int(sys.argv[2]), seed=3),
+           ArchEvaluator(Probe.from_source("gaussian", seed=0, batch_size=4), Budget("b", max_params=150_000)),
+           gen_cell, 3, archive, "run")
+"""
+
+
+def _history(path):
+    with Archive(path) as archive:
+        return [(r["metrics"]["iteration"], r["spec"], r["metrics"]["status"], r["metrics"]["score"])
+                for r in archive.archs(stage="search", run="run")]
+
+
+def test_kill_9_resume_loses_and_repeats_nothing_and_matches_an_uninterrupted_run(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(_RUNNER.format(repo=str(REPO)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen([sys.executable, str(script), str(killed), "24"], cwd=REPO, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not killed.exists() or len(_history(killed)) < 8):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _history(killed)
+    assert 8 <= len(partial) < 25
+    subprocess.run([sys.executable, str(script), str(killed), "24"], cwd=REPO, env=env, check=True, timeout=300)
+    resumed = _history(killed)
+    assert [i for i, *_ in resumed] == list(range(25))  # nothing lost, nothing repeated
+    assert resumed[: len(partial)] == partial
+
+    clean = tmp_path / "clean.sqlite"
+    subprocess.run([sys.executable, str(script), str(clean), "24"], cwd=REPO, env=env, check=True, timeout=300)
+    assert _history(clean) == resumed  # same seed → same history, interrupted or not
+
+
+def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tmp_path):
+    """The stage on real (tiny) artifacts: G-VAE, a CCNF trained on its latents, two clusters; two budgets. (The
+    fixture archive's probe is a 2×3×4×4 zero batch, so scores are degenerate here; the stage logic is the point.)"""
+    import json
+    import shutil
+
+    import lightning as L
+    import torch
+
+    from datamodules import LatentDataModule
+    from lightning_nas.cli import main as cli_main
+    from lightning_nas.models import CCNFModule
+    from lightning_nas.search.stage import SearchStageConfig, run_search_stage
+
+    shutil.copy(tiny_archive, tmp_path / "archive.sqlite")
+    torch.manual_seed(0)
+    ccnf = CCNFModule(latent_dim=8, hidden=16, layers=1, atol=1e-3, rtol=1e-3, gen_samples=0)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path / "c",
+                        limit_val_batches=0)
+    trainer.fit(ccnf, datamodule=LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64))
+    trainer.save_checkpoint(tmp_path / "ccnf.ckpt")
+    (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4, [1.0] * 4]}))
+    config = SearchStageConfig(
+        workdir=str(tmp_path), gvae=str(tiny_gvae), ccnf=str(tmp_path / "ccnf.ckpt"),
+        clusters=str(tmp_path / "clusters.json"), population=3, iterations=4, seed=1,
+        budgets=[{"name": "small", "max_params": 150_000}, {"name": "big", "max_macs": 50_000_000}],
+    )
+    metrics = run_search_stage(config)
+    assert metrics["iterations"] == 10 and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["failed"] == 10
+    assert metrics["evals_per_s"] > 0 and metrics["best_tcet_big"] is not None
+    out = tmp_path / "search"
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert (out / "pareto_big.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = json.loads((out / "best_big.json").read_text())
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        history = archive.archs(stage="search", run=metrics["run_big"])
+        scores = [r["metrics"]["score"] for r in history if r["metrics"]["status"] == "ok"]
+        assert len(history) == 5 and max(scores) == metrics["best_tcet_big"]
+        assert best in [r["spec"] for r in history]
+        total = len(archive.archs(stage="search"))
+    # rerunning the same config resumes the finished runs: nothing is evaluated again
+    cli_main_args = ["search", "--workdir", str(tmp_path), "--gvae", str(tiny_gvae), "--ccnf",
+                             str(tmp_path / "ccnf.ckpt"), "--clusters", str(tmp_path / "clusters.json"),
+                             "--population", "3", "--iterations", "4", "--seed", "1", "--budgets",
+                             json.dumps(config.budgets)]
+    cli_main(cli_main_args)
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        assert len(archive.archs(stage="search")) == total
+    assert json.loads((out / "metrics.json").read_text())["best_tcet_big"] == metrics["best_tcet_big"]
+    with pytest.raises(ValueError, match="clusters.json has 2"):
+        run_search_stage(SearchStageConfig(**{**config.__dict__, "initial": [[5, 8, 2, 1]]}))
