@@ -42,7 +42,7 @@ def main() -> None:
     times = {"generate_cell_s": 0.0, "build_and_cost_s": 0.0, "tcet_s": 0.0}
     cells_made = 0
 
-    def gen_cell(cluster, rng):
+    def gen_cell(cell, cluster, rng):
         nonlocal cells_made
         start = time.perf_counter()
         cell = gen.sample(1, cluster=cluster, temperature=0.4, seed=rng.randrange(2**31)).cells[0]
@@ -52,7 +52,7 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     hl = HLEvoConfig().initial_hl()
-    candidate = Candidate(hl, tuple(gen_cell(s.cluster, rng) for s in hl.stages))
+    candidate = Candidate(hl, tuple(gen_cell(None, s.cluster, rng) for s in hl.stages))
     params = []
     for _ in range(args.archs):
         candidate, _ = mutate(candidate, rng, k, gen_cell, exploration=True)

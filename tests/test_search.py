@@ -11,13 +11,14 @@ import pytest
 
 from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, hl_evo, mutate, scale_width
+from lightning_nas.search.mutations import mutate_cell
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
 from lightning_nas.space.hl import HLArch, HLStage
 from lightning_nas.zc import Probe
 from tests.conftest import REPO
 
 
-def gen_cell(cluster: int, rng: random.Random) -> Cell:
+def gen_cell(cell, cluster: int, rng: random.Random) -> Cell:
     """Stands in for the CCNF: a seeded random cell (the search logic does not care where cells come from)."""
     return Cell.random(rng=random.Random(rng.randrange(2**31) + 1000 * cluster))
 
@@ -30,12 +31,12 @@ def test_scale_width_clamps_and_rounds_down_to_the_grid():
 def test_mutations_respect_every_constraint_of_the_space():
     rng = random.Random(0)
     hl = HLArch(tuple(HLStage(0, c, 2, 1) for c in (8, 16, 32, 64)), 128)
-    pool = [Candidate(hl, tuple(gen_cell(0, rng) for _ in hl.stages))]
+    pool = [Candidate(hl, tuple(gen_cell(None, 0, rng) for _ in hl.stages))]
     seen = set()
     for step in range(3000):
         parent = rng.choice(pool)
         exploration = step % 2 == 0
-        child, changes = mutate(parent, rng, num_clusters=4, gen_cell=gen_cell, exploration=exploration)
+        child, changes = mutate(parent, rng, num_clusters=4, new_cell=gen_cell, exploration=exploration)
         seen.update(changes)
         assert isinstance(child.hl, HLArch) and len(child.cells) == len(child.hl.stages)
         assert 1 <= child.hl.num_cells <= MAX_CELLS
@@ -50,6 +51,21 @@ def test_mutations_respect_every_constraint_of_the_space():
         pool.append(child)
     assert seen == {"cell", "cluster", "channels", "stride", "repeats", "insert", "final"}
     assert max(c.hl.num_cells for c in pool) == MAX_CELLS  # the search can grow to 20 cells
+
+
+def test_cell_mutations_give_valid_different_cells_and_reach_every_kind_of_change():
+    rng = random.Random(1)
+    cell = Cell.random(seed=0)
+    kinds = set()
+    for _ in range(500):
+        child = mutate_cell(cell, rng)
+        assert child != cell  # Cell() validated it
+        kinds.add("op" if child.ops != cell.ops else "add" if len(child.edges) > len(cell.edges) else "remove")
+        cell = child
+    assert kinds == {"op", "add", "remove"}
+    nb201 = mutate_cell(Cell.from_nb201("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
+                                        "nor_conv_3x3~1|nor_conv_1x1~2|"), rng, op_set="nb201")
+    assert set(nb201.ops) <= {"conv_k1", "conv_k3", "avg_pool_k3", "skip"}
 
 
 @pytest.fixture(scope="module")

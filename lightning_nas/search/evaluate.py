@@ -54,8 +54,8 @@ class Evaluation:
 
 class ArchEvaluator:
     """Builds α on the probe's input shape (weights seeded by the probe's seed), checks ``budget`` and scores the
-    ``objective`` proxy (default ``tcet``; any name of :mod:`lightning_nas.zc.proxies`, e.g. ``zen`` is not a
-    shared-pass proxy and is not supported here)."""
+    ``objective`` proxy (default ``tcet``; any name :func:`lightning_nas.zc.proxies.evaluate_proxies` knows, e.g.
+    ``zen`` or ``zico`` for the baselines)."""
 
     def __init__(self, probe: Probe, budget: Budget, objective: str = "tcet", num_classes: int | None = None):
         self.probe, self.budget, self.objective = probe, budget, objective

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..archive import Archive
-from ..space.arch import Arch
+from ..space.arch import MAX_CELLS, Arch
 from ..space.cell import Cell
 from ..space.hl import HLArch, HLStage
 from .evaluate import ArchEvaluator, Evaluation
@@ -30,13 +30,18 @@ from .mutations import Candidate, mutate
 
 @dataclass(frozen=True)
 class HLEvoConfig:
-    """Algorithm 1's settings. ``initial``: the HL stages of α₀ as (cluster, channels, stride, repeats) tuples."""
+    """Algorithm 1's settings. ``initial``: the HL stages of α₀ as (cluster, channels, stride, repeats) tuples.
+    ``two_phase``: exploration then exploitation (HL-Evo); ``False`` explores throughout (the GraphNet baselines,
+    which have one cluster). ``random_search``: every child after α₀ is a fresh random architecture
+    (:func:`random_candidate`) instead of a mutant — the random-search baseline in the same harness."""
 
     population: int = 512
     iterations: int = 20000
     seed: int = 0
     initial: tuple[tuple[int, int, int, int], ...] = ((0, 8, 2, 1), (0, 16, 2, 1), (0, 32, 2, 1), (0, 64, 2, 1))
     initial_final_channels: int | None = 128
+    two_phase: bool = True
+    random_search: bool = False
 
     def initial_hl(self) -> HLArch:
         return HLArch(tuple(HLStage(*s) for s in self.initial), self.initial_final_channels)
@@ -73,6 +78,22 @@ class SearchState:
             self.best = (candidate, evaluation.score)
 
 
+def random_candidate(
+    rng: random.Random, num_clusters: int, new_cell: Callable, final_channels: int | None = 128
+) -> Candidate:
+    """A random architecture: 2–6 stages, channels 8·2^u (u ∈ 0..5), stride 1 or 2, repeats 1–3 (≤ 20 cells in
+    total), uniform clusters, a cell from ``new_cell(None, cluster, rng)`` per stage."""
+    stages, total = [], 0
+    for _ in range(rng.randint(2, 6)):
+        repeats = min(rng.randint(1, 3), MAX_CELLS - total)
+        if repeats < 1:
+            break
+        stages.append(HLStage(rng.randrange(num_clusters), 8 * 2 ** rng.randint(0, 5), rng.choice((1, 2)), repeats))
+        total += repeats
+    cells = tuple(new_cell(None, s.cluster, rng) for s in stages)
+    return Candidate(HLArch(tuple(stages), final_channels), cells)
+
+
 def iteration_rng(seed: int, iteration: int) -> random.Random:
     """The random stream of one iteration: a function of (seed, iteration) only."""
     return random.Random(f"hl-evo:{seed}:{iteration}")
@@ -92,14 +113,16 @@ def candidate_from_record(record: dict) -> Candidate:
 def hl_evo(
     config: HLEvoConfig,
     evaluate: ArchEvaluator,
-    gen_cell: Callable[[int, random.Random], Cell],
+    new_cell: Callable[[Cell | None, int, random.Random], Cell],
     num_clusters: int,
     archive: Archive,
     run: str,
     initial_cells: Iterable[Cell] | None = None,
     progress: Callable[[SearchState], None] | None = None,
 ) -> SearchState:
-    """Run (or resume) Algorithm 1 for ``config.iterations`` mutations after α₀; returns the final state."""
+    """Run (or resume) Algorithm 1 for ``config.iterations`` mutations after α₀; returns the final state.
+    ``new_cell(current cell or None for α₀, cluster, rng)`` gives a stage's cell (the CCNF for HL-Evo; a cell-level
+    mutation with ``num_clusters=1`` for the GraphNet baselines)."""
     state = SearchState()
     for record in archive.archs(stage="search", run=run):  # resume: replay the stored history
         m = record["metrics"]
@@ -113,16 +136,19 @@ def hl_evo(
         if i == 0:
             hl = config.initial_hl()
             cells = tuple(initial_cells) if initial_cells is not None else tuple(
-                gen_cell(s.cluster, rng) for s in hl.stages)
+                new_cell(None, s.cluster, rng) for s in hl.stages)
             child, changes = Candidate(hl, cells), ["initial"]
         elif not state.population:
             raise RuntimeError(
                 f"search {run}: the initial architecture is over budget or failed ({state.over_budget} over budget, "
                 f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
             )
+        elif config.random_search:
+            child, changes = random_candidate(rng, num_clusters, new_cell, config.initial_final_channels), ["random"]
         else:
             parent, _ = rng.choice(state.population)
-            child, changes = mutate(parent, rng, num_clusters, gen_cell, exploration=i <= config.iterations // 2)
+            exploration = not config.two_phase or i <= config.iterations // 2
+            child, changes = mutate(parent, rng, num_clusters, new_cell, exploration=exploration)
         arch = child.hl.materialise(child.cells)
         evaluation = evaluate(arch)
         metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective}

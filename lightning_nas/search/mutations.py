@@ -2,7 +2,8 @@
 
 One random stage is mutated; a random non-empty subset of these changes is applied to it (REFERENCE.md, HL-Evo):
 
-- ``cell``: a new cell from the same cluster (GenCell, Eq. 9);
+- ``cell``: a new cell for the stage — in HL-Evo drawn from the same cluster (GenCell, Eq. 9), in the GraphNet baseline
+  a cell-level mutation of the current cell (:func:`mutate_cell`);
 - ``cluster`` (exploration phase only): a new cluster, uniformly, and a new cell from it;
 - ``channels``: × one of :data:`WIDTH_FACTORS`, clamped to [8, 1024] and rounded down to a multiple of 8;
 - ``stride``: 1 or 2, uniformly;
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from ..space.arch import MAX_CELLS
 from ..space.cell import Cell
 from ..space.hl import HLArch, HLStage
+from ..space.ops import resolve_op_set
 
 WIDTH_FACTORS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
 REPEAT_DELTAS = (0, 1, 2, -1, -2)
@@ -47,10 +49,11 @@ def mutate(
     candidate: Candidate,
     rng: random.Random,
     num_clusters: int,
-    gen_cell: Callable[[int, random.Random], Cell],
+    new_cell: Callable[[Cell, int, random.Random], Cell],
     exploration: bool,
 ) -> tuple[Candidate, list[str]]:
-    """A mutated copy of ``candidate`` and the changes applied. ``gen_cell(cluster, rng)`` draws a cell."""
+    """A mutated copy of ``candidate`` and the changes applied. ``new_cell(current cell, cluster, rng)`` gives the
+    stage's next cell."""
     stages, cells = list(candidate.hl.stages), list(candidate.cells)
     final = candidate.hl.final_channels
     i = rng.randrange(len(stages))
@@ -63,9 +66,9 @@ def mutate(
     for change in chosen:
         if change == "cluster":
             stage = replace(stage, cluster=rng.choice([k for k in range(num_clusters) if k != stage.cluster]))
-            cells[i] = gen_cell(stage.cluster, rng)
+            cells[i] = new_cell(cells[i], stage.cluster, rng)
         elif change == "cell" and "cluster" not in chosen:
-            cells[i] = gen_cell(stage.cluster, rng)
+            cells[i] = new_cell(cells[i], stage.cluster, rng)
         elif change == "channels":
             stage = replace(stage, channels=scale_width(stage.channels, rng.choice(WIDTH_FACTORS)))
         elif change == "stride":
@@ -83,3 +86,27 @@ def mutate(
             stages.insert(i + 1, HLStage(stages[i].cluster, stages[i].channels, 1, 1))
             cells.insert(i + 1, cells[i])
     return Candidate(HLArch(tuple(stages), final), tuple(cells)), chosen
+
+
+def mutate_cell(cell: Cell, rng: random.Random, op_set: str = "graphnet", attempts: int = 50) -> Cell:
+    """A cell-level mutation (the GraphNet baselines): replace one node's op, add a forward edge or remove an edge;
+    redrawn until the result is a valid cell different from ``cell``."""
+    ops_pool = resolve_op_set(op_set)
+    for _ in range(attempts):
+        ops, edges = list(cell.ops), set(cell.edges)
+        kind = rng.choice(("op", "add_edge", "remove_edge"))
+        if kind == "op" and ops:
+            ops[rng.randrange(len(ops))] = rng.choice(ops_pool)
+        elif kind == "add_edge":
+            missing = [(i, j) for j in range(1, cell.output + 1) for i in range(j) if (i, j) not in edges]
+            if missing:
+                edges.add(rng.choice(missing))
+        elif kind == "remove_edge" and len(edges) > 1:
+            edges.discard(rng.choice(sorted(edges)))
+        try:
+            child = Cell(tuple(ops), tuple(sorted(edges)))
+        except ValueError:
+            continue
+        if child != cell:
+            return child
+    return cell

@@ -119,7 +119,7 @@ def run_search_stage(config: SearchStageConfig) -> dict:
         if not 0 <= stage[0] < num_clusters:
             raise ValueError(f"initial[{n}]: cluster {stage[0]}; clusters.json has {num_clusters} (0..{num_clusters - 1})")
 
-    def gen_cell(cluster, rng):
+    def gen_cell(cell, cluster, rng):  # GenCell of Algorithm 1: the CCNF at the cluster mean
         return generator.sample(1, cluster=cluster, temperature=config.temperature, seed=rng.randrange(2**31)).cells[0]
 
     out_dir = workdir / "search"
