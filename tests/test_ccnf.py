@@ -91,7 +91,7 @@ def test_learned_2d_density_integrates_to_one():
         loss.backward()
         opt.step()
     f.eval()
-    step = 0.05
+    step = 0.1
     grid = torch.arange(-5, 5, step) + step / 2
     xy = torch.cartesian_prod(grid, grid)
     for cond in (0.0, 1.0):

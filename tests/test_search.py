@@ -134,7 +134,7 @@ def test_kill_9_resume_loses_and_repeats_nothing_and_matches_an_uninterrupted_ru
     assert _history(clean) == resumed  # same seed → same history, interrupted or not
 
 
-def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tmp_path):
+def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tmp_path, monkeypatch):
     """The stage on real (tiny) artifacts: G-VAE, a CCNF trained on its latents, two clusters; two budgets. (The
     fixture archive's probe is a 2×3×4×4 zero batch, so scores are degenerate here; the stage logic is the point.)"""
     import json
@@ -186,3 +186,41 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
     assert json.loads((out / "metrics.json").read_text())["best_tcet_big"] == metrics["best_tcet_big"]
     with pytest.raises(ValueError, match="clusters.json has 2"):
         run_search_stage(SearchStageConfig(**{**config.__dict__, "initial": [[5, 8, 2, 1]]}))
+    # W&B: an offline run per budget with the best-so-far curve and the Pareto plot
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_search_stage(SearchStageConfig(**{**config.__dict__, "iterations": 1, "wandb": True, "budgets": [{"name": "w"}]}))
+    runs = list((out / "wandb" / "wandb").glob("offline-run-*")) + list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+
+
+class CountingEvaluator:
+    """A stand-in scorer (no network): score = number of cells, so the search logic runs in milliseconds."""
+
+    objective, budget = "cells", Budget("none")
+
+    def __call__(self, arch):
+        from lightning_nas.search import Evaluation
+
+        return Evaluation("ok", float(arch.num_cells), 1, 1, 1, 0.0)
+
+
+def test_random_search_and_single_phase_modes(tmp_path):
+    from lightning_nas.search.hl_evo import random_candidate
+
+    rng = random.Random(0)
+    for _ in range(200):
+        c = random_candidate(rng, 3, gen_cell)
+        assert 2 <= len(c.hl.stages) <= 6 and c.hl.num_cells <= MAX_CELLS
+        c.hl.materialise(c.cells)
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        hl_evo(HLEvoConfig(population=4, iterations=30, seed=0, random_search=True), CountingEvaluator(),
+               gen_cell, 3, archive, "random")
+        hl_evo(HLEvoConfig(population=4, iterations=60, seed=0), CountingEvaluator(), gen_cell, 3, archive, "two")
+        hl_evo(HLEvoConfig(population=4, iterations=60, seed=0, two_phase=False), CountingEvaluator(), gen_cell, 3,
+               archive, "one")
+        changes = {run: [(r["metrics"]["iteration"], r["metrics"]["changes"]) for r in archive.archs(run=run)]
+                   for run in ("random", "two", "one")}
+    assert all(c == ["random"] for i, c in changes["random"][1:])
+    late = lambda run: {x for i, c in changes[run] if i > 30 for x in c}  # noqa: E731
+    assert "cluster" not in late("two") and "insert" not in late("two")  # exploitation phase
+    assert "cluster" in late("one")

@@ -40,6 +40,8 @@ class SearchStageConfig:
         initial: α₀'s stages ``[cluster, channels, stride, repeats]``; ``initial_final_channels`` its head width.
         temperature: τ of the CCNF when drawing a cell of a cluster.
         objective: the proxy maximised (``tcet``).
+        wandb: log the best-so-far curve and the Pareto plot of each budget to Weights & Biases (offline unless
+            ``WANDB_MODE`` says otherwise; files under ``<workdir>/search/wandb``).
     """
 
     workdir: str = "runs/tiny"
@@ -54,6 +56,7 @@ class SearchStageConfig:
     initial_final_channels: int | None = 128
     temperature: float = 0.4
     objective: str = "tcet"
+    wandb: bool = False
 
     def __post_init__(self):
         if self.population < 1 or self.iterations < 0:
@@ -94,6 +97,15 @@ def _plot_pareto(path: Path, points: list[tuple[float, float]], best: tuple[floa
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png", dpi=120)
     os.replace(tmp, path)
+
+
+def _wandb_run(config: SearchStageConfig, budget: str, settings: dict, out_dir: Path):
+    if not config.wandb:
+        return None
+    import wandb
+
+    return wandb.init(project="lightning-nas", name=f"search-{budget}", dir=str(out_dir), config=settings,
+                      mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
 
 
 def run_search_stage(config: SearchStageConfig) -> dict:
@@ -139,6 +151,7 @@ def run_search_stage(config: SearchStageConfig) -> dict:
             settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests}
             run = run_id("hl-evo", budget.name, settings)
             evaluate = ArchEvaluator(probe, budget, config.objective)
+            logger = _wandb_run(config, budget.name, settings, out_dir)
             bar = tqdm(total=config.iterations + 1, desc=f"search {budget.name}", unit="it")
             done = len(archive.archs(stage="search", run=run))
             bar.update(done)
@@ -149,6 +162,9 @@ def run_search_stage(config: SearchStageConfig) -> dict:
                 rate = (state.iterations - done) / max(1e-9, time.perf_counter() - start)
                 best = state.best[1] if state.best else float("nan")
                 bar.set_postfix(evals_per_s=f"{rate:.2f}", best=f"{best:.4g}", over=state.over_budget)
+                if logger is not None and state.best is not None:
+                    logger.log({f"best_{config.objective}": best, "evaluations": state.evaluations,
+                                "discarded_over_budget": state.over_budget}, step=state.iterations)
 
             state = hl_evo(evo, evaluate, gen_cell, num_clusters, archive, run, progress=progress)
             bar.close()
@@ -163,6 +179,12 @@ def run_search_stage(config: SearchStageConfig) -> dict:
             _plot_pareto(out_dir / f"pareto_{budget.name}.png", [(m["params"], m["score"]) for m in scored],
                          (best["params"], best["score"]) if best else None,
                          f"HL-Evo, budget {budget.name}: {len(scored)} scored, {state.over_budget} over budget")
+            if logger is not None:
+                import wandb
+
+                logger.log({"pareto": wandb.Image(str(out_dir / f"pareto_{budget.name}.png"))})
+                logger.summary.update({f"best_{config.objective}": best["score"] if best else None})
+                logger.finish()
             metrics["evaluations"] += state.evaluations
             metrics["discarded_over_budget"] += state.over_budget
             metrics["failed"] += state.failed
