@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--methods", default="all")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "table2_search.md"))
+    parser.add_argument("--rows-from", help="JSON/JSONL rows of an earlier, interrupted study with the same settings: "
+                                            "their (method, seed) runs are reused instead of rerun")
     args = parser.parse_args()
     w = Path(args.workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -80,9 +82,16 @@ def main() -> None:
         return generator.sample(1, cluster=cluster, temperature=0.4, seed=rng.randrange(2**31)).cells[0]
 
     rows = []
+    if args.rows_from:
+        text = Path(args.rows_from).read_text().strip()
+        earlier = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
+        rows = [r for r in earlier if r["method"] in methods and r["seed"] in seeds]
+    done = {(r["method"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory() as tmp, Archive(Path(tmp) / "study.sqlite", op_set="graphnet") as study:
         for name, m in methods.items():
             for seed in seeds:
+                if (name, seed) in done:
+                    continue
                 start = time.perf_counter()
                 config = HLEvoConfig(args.population, args.iterations, seed, two_phase=m["hl"],
                                      random_search=m.get("random", False))
@@ -102,6 +111,7 @@ def main() -> None:
                 row["params"], row["macs"] = best["metrics"]["params"], best["metrics"]["macs"]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+    rows.sort(key=lambda r: (list(methods).index(r["method"]), r["seed"]))
 
     def cell(method, key, fmt="{:.3g}"):
         values = [r[key] for r in rows if r["method"] == method and r[key] is not None]
