@@ -58,11 +58,8 @@ def main() -> None:
     batches = [{"unlabelled": batch(cells[i:i + args.batch], device), "labelled": batch(cells[i:i + args.batch], device)}
                for i in range(0, len(cells), args.batch)]
 
-    def step(b):  # the loss of GVAEModule.training_step: both kinds averaged, then the labelled-only terms
-        u, lab = model._losses(b["unlabelled"], False), model._losses(b["labelled"], True)
-        hp = model.hparams
-        loss = (u["recon"] + lab["recon"]) / 2 + hp.kl_weight * (u["kl"] + lab["kl"]) / 2
-        loss = loss + hp.triplet_weight * lab["triplet"] + hp.predictor_weight * lab["predictor"]
+    def step(b):  # GVAEModule.training_step's loss, without Lightning's logging
+        loss, _ = model.loss(b)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     w = Path(args.workdir)
-    gen = CellGenerator.load(w / "gvae/checkpoints/last.ckpt", w / "ccnf/checkpoints/last.ckpt", w / "cluster/clusters.json")
+    gen = CellGenerator.from_workdir(w)
     with Archive(w / "archive.sqlite", create=False) as archive:
-        x, y, info = archive.get_probe(archive.probes()[0])
-    probe = Probe(x, y, info["source"], info["seed"])
+        probe = Probe.from_archive(archive)
+    x, y = probe.x, probe.y
     k = len(gen.clusters["means"])
     times = {"generate_cell_s": 0.0, "build_and_cost_s": 0.0, "tcet_s": 0.0}
     cells_made = 0

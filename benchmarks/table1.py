@@ -72,15 +72,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     workdir = Path(args.workdir)
-    gvae = args.gvae or workdir / "gvae" / "checkpoints" / "last.ckpt"
-    ccnf = args.ccnf or workdir / "ccnf" / "checkpoints" / "last.ckpt"
+    paths = CellGenerator.artifact_paths(workdir, args.gvae, args.ccnf)
+    gvae, ccnf = paths["gvae"], paths["ccnf"]
     generator = CellGenerator.load(gvae, ccnf)
     with Archive(workdir / "archive.sqlite", create=False) as archive:
-        (probe_id,) = archive.probes()
-        x, y, info = archive.get_probe(probe_id)
-        normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe_id))
-    probe = Probe(x, y, info["source"], info["seed"])
-    assert probe.id == probe_id, "the stored probe batch does not reproduce its id"
+        probe = Probe.from_archive(archive)
+        normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe.id))
+    probe_id = probe.id
 
     record, reference = best_nb201_cell(Path(args.csv))
     start = time.perf_counter()
@@ -106,10 +104,9 @@ def main() -> None:
         distance = (normalised[finite] - z_ref_norm).abs().sum(1)
         predicted = generator.gvae.predict_zc(generator.gvae.encode(out.cells)).cpu()
         predicted_distance = (predicted - z_ref_norm).abs().sum(1)
-        ok = out.attempts - out.repairs - out.rejections
         rows.append({
             "method": label,
-            "success": f"{ok}/{out.attempts}",
+            "success": f"{out.clean}/{out.attempts}",
             "naswot": fmt([v["naswot"] for v in vectors]),
             "snip": fmt([v["snip_ssnr"] for v in vectors]),
             "params": fmt([v["params"] for v in vectors], 1e6, 2),

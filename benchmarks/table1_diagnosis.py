@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--table", default=str(REPO / "benchmarks" / "results" / "table1.json"))
     args = parser.parse_args()
     w, n = Path(args.workdir), args.samples
-    g = CellGenerator.load(w / "gvae/checkpoints/last.ckpt", w / "ccnf/checkpoints/last.ckpt")
+    g = CellGenerator.from_workdir(w)
     with Archive(w / "archive.sqlite", create=False) as archive:
         normaliser = ZCNormaliser.from_dict(archive.get_normaliser(archive.probes()[0]))
     z_r = normaliser.transform([json.loads(Path(args.table).read_text())["reference"]["zc"]])[0]

@@ -69,12 +69,10 @@ def main() -> None:
     w = Path(args.workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = METHODS if args.methods == "all" else {m: METHODS[m] for m in args.methods.split(",")}
-    generator = CellGenerator.load(w / "gvae/checkpoints/last.ckpt", w / "ccnf/checkpoints/last.ckpt",
-                                   w / "cluster/clusters.json")
+    generator = CellGenerator.from_workdir(w)
     k = len(generator.clusters["means"])
     with Archive(w / "archive.sqlite", create=False) as archive:
-        x, y, info = archive.get_probe(archive.probes()[0])
-    probe = Probe(x, y, info["source"], info["seed"])
+        probe = Probe.from_archive(archive)
     budget = Budget(f"{args.budget_params:.0e}", max_params=args.budget_params)
     tcet = ArchEvaluator(probe, budget, "tcet")
 
@@ -97,7 +95,7 @@ def main() -> None:
                                      random_search=m.get("random", False))
                 run = f"{name}-{seed}"
                 state = hl_evo(config, ArchEvaluator(probe, budget, m["objective"]),
-                               ccnf_cell if m["hl"] else graphnet_cell, k if m["hl"] else 1, study, run)
+                               ccnf_cell if m["hl"] else graphnet_cell, k if m["hl"] else 1, study, run, method=name)
                 history = study.archs(stage="search", run=run)
                 row = {"method": name, "seed": seed, "evaluations": state.evaluations,
                        "over_budget": state.over_budget, "failed": state.failed,

@@ -78,10 +78,7 @@ class GraphZCDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"archive: {path} does not exist; run `python -m lightning_nas zc` first")
         with Archive(path, create=False) as archive:
             self.op_set = archive.op_set
-            probes = archive.probes()
-            probe = hp.probe or (probes[0] if len(probes) == 1 else None)
-            if probe not in probes:
-                raise ValueError(f"probe: choose one of the archive's probes {probes} (got {hp.probe!r})")
+            probe = archive.resolve_probe(hp.probe)
             zc = archive.zc(probe)
             self.normaliser = archive.get_normaliser(probe)
             cells = list(archive.iter_cells(limit=hp.max_cells))

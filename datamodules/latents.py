@@ -53,11 +53,7 @@ class LatentDataModule(L.LightningDataModule):
         self.gvae = GVAEModule.from_checkpoint(hp.gvae)
         with Archive(path, create=False) as archive:
             self.gvae.check_space(archive.op_set)
-            probes = archive.probes()
-            probe = hp.probe or (probes[0] if len(probes) == 1 else None)
-            if hp.probe is not None and hp.probe not in probes:
-                raise ValueError(f"probe: choose one of the archive's probes {probes} (got {hp.probe!r})")
-            labelled = set(archive.zc(probe)) if probe is not None else set()
+            labelled = set(archive.zc(archive.resolve_probe(hp.probe))) if hp.probe or archive.probes() else set()
             cells = [c for h, c in archive.iter_cells(limit=hp.max_cells) if h not in labelled]
         if len(cells) < 2:
             raise ValueError(f"archive: {path} has {len(cells)} unlabelled cells; the CCNF needs the zc stage's "

@@ -540,6 +540,22 @@ class Archive:
         info = {"source": source, "seed": seed, "meta": json.loads(meta), "created": created}
         return tensors["x"], tensors["y"], info
 
+    def resolve_probe(self, requested: str | None = None) -> str:
+        """The probe id to use: ``requested`` if stored, else the archive's only probe. Raises ``ValueError`` naming
+        the fix when it is not stored, when there is none, or when there are several to choose from."""
+        probes = self.probes()
+        hint = "run the zc stage first: python -m lightning_nas zc --config configs/zc/tiny.yaml"
+        if requested is not None:
+            if requested not in probes:
+                raise ValueError(f"{self.path}: no probe {requested!r} (stored: {', '.join(probes) or 'none'}); "
+                                 f"set probe: to one of them or {hint}")
+            return requested
+        if not probes:
+            raise ValueError(f"{self.path}: no probe and no ZC vectors yet; {hint}")
+        if len(probes) > 1:
+            raise ValueError(f"{self.path}: {len(probes)} probes ({', '.join(probes)}); choose one with probe: <id>")
+        return probes[0]
+
     def probes(self) -> list[str]:
         """Ids of the stored probes, in the order they were added."""
         return [r[0] for r in self._read("SELECT id FROM probes ORDER BY created, rowid")]

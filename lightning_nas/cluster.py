@@ -263,22 +263,6 @@ class ClusterStageConfig:
 _ZC_HINT = "run the zc stage first: python -m lightning_nas zc --config configs/zc/tiny.yaml --workdir {workdir}"
 
 
-def _pick_probe(archive: Archive, requested: str | None, workdir: Path) -> str:
-    probes = archive.probes()
-    if requested is not None:
-        if requested not in probes:
-            raise ValueError(
-                f"{archive.path}: no probe {requested!r} (stored: {', '.join(probes) or 'none'}); "
-                "set probe: to one of them or " + _ZC_HINT.format(workdir=workdir)
-            )
-        return requested
-    if not probes:
-        raise ValueError(f"{archive.path}: no probe and no ZC vectors yet; " + _ZC_HINT.format(workdir=workdir))
-    if len(probes) > 1:
-        raise ValueError(f"{archive.path}: {len(probes)} probes ({', '.join(probes)}); choose one with probe: <id>")
-    return probes[0]
-
-
 def _finite(values: dict, names: Sequence[str]) -> bool:
     return all(isinstance(values.get(n), int | float) and math.isfinite(values[n]) for n in names)
 
@@ -375,7 +359,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         raise FileNotFoundError(f"{path}: no archive; " + _ZC_HINT.format(workdir=workdir))
     stage_dir = workdir / "cluster"
     with Archive(path, create=False) as archive:
-        probe_id = _pick_probe(archive, config.probe, workdir)
+        probe_id = archive.resolve_probe(config.probe)
         stored = archive.get_normaliser(probe_id)
         if stored is None:
             raise ValueError(

@@ -38,12 +38,14 @@ class GeneratedCells:
     attempts: int = 0
     repairs: int = 0
     rejections: int = 0
+    clean: int = 0
     latents: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     @property
     def success(self) -> float:
-        """Cells returned without repair or rejection, per attempt (the paper's "generation success")."""
-        return (self.attempts - self.repairs - self.rejections) / max(1, self.attempts)
+        """Cells returned without repair, per attempt (the paper's "generation success"; rejections count as
+        failures)."""
+        return self.clean / max(1, self.attempts)
 
 
 class CellGenerator:
@@ -86,6 +88,19 @@ class CellGenerator:
                 raise FileNotFoundError(f"clusters: {path} does not exist; run python -m lightning_nas cluster")
             data = json.loads(path.read_text())
         return cls(GVAEModule.from_checkpoint(gvae), CCNFModule.from_checkpoint(ccnf) if ccnf else None, data, op_set)
+
+    @staticmethod
+    def artifact_paths(workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> dict[str, Path]:
+        """Where the earlier stages leave their artifacts in ``workdir`` (explicit paths win)."""
+        w = Path(workdir)
+        return {"gvae": Path(gvae or w / "gvae" / "checkpoints" / "last.ckpt"),
+                "ccnf": Path(ccnf or w / "ccnf" / "checkpoints" / "last.ckpt"),
+                "clusters": Path(clusters or w / "cluster" / "clusters.json")}
+
+    @classmethod
+    def from_workdir(cls, workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> CellGenerator:
+        """The generator of a run directory: G-VAE, CCNF and clusters from :meth:`artifact_paths`."""
+        return cls.load(**cls.artifact_paths(workdir, gvae, ccnf, clusters))
 
     # ---- conditions ---------------------------------------------------------------------------------------------
     def cluster_condition(self, k: int) -> torch.Tensor:
@@ -132,7 +147,7 @@ class CellGenerator:
             raise ValueError("method 'ccnf': this generator has no CCNF (CellGenerator.load(..., ccnf=...))")
         if n < 0:
             raise ValueError(f"n: {n}; need n ≥ 0")
-        kind = next(iter(given), "none") if method != "prior" else "none"
+        kind = next(iter(given), "none")
         tau = DEFAULT_TEMPERATURE[kind] if temperature is None else float(temperature)
         if method == "uniform":
             return self._uniform(n, seed)
@@ -164,10 +179,11 @@ class CellGenerator:
             cells, repaired = self.gvae.decode_with_repairs(latents)
             out.attempts += m
             out.repairs += sum(repaired)
-            for cell, latent in zip(cells, latents, strict=True):
+            for cell, latent, fixed in zip(cells, latents, repaired, strict=True):
                 if set(cell.ops) <= self.ops:
                     out.cells.append(cell)
                     out.latents.append(latent)
+                    out.clean += not fixed
                 else:
                     out.rejections += 1
         return out
@@ -175,4 +191,4 @@ class CellGenerator:
     def _uniform(self, n: int, seed: int) -> GeneratedCells:
         rng = _random.Random(seed)
         cells = [Cell.random(op_set=self.op_set_name, rng=rng) for _ in range(n)]
-        return GeneratedCells(cells=cells, attempts=n)
+        return GeneratedCells(cells=cells, attempts=n, clean=n)

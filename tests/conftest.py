@@ -22,21 +22,24 @@ def nb201_records():
 
 @pytest.fixture(scope="session")
 def tiny_archive(tmp_path_factory):
-    """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress)."""
+    """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress), on a
+    2-image Gaussian probe stored under its content id."""
     import torch
 
     from lightning_nas.archive import Archive
     from lightning_nas.space import sample_cells
+    from lightning_nas.zc import Probe
 
     path = tmp_path_factory.mktemp("gvae") / "archive.sqlite"
     cells = list(sample_cells(600, seed=0, op_set="graphnet"))
     with Archive(path, op_set="graphnet") as archive:
         archive.add_cells(cells, start_index=0)
-        archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
+        probe = Probe.from_source("gaussian", seed=0, batch_size=2)
+        archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y)
         for c in cells[:40]:
-            archive.add_zc(c.canonical_hash(), "p", {"naswot": 800.0 + len(c.edges), "snip_ssnr": 1e5 * len(c.ops),
+            archive.add_zc(c.canonical_hash(), probe.id, {"naswot": 800.0 + len(c.edges), "snip_ssnr": 1e5 * len(c.ops),
                                                       "params": 1e5 * (1 + len(c.edges)), "flops": 1e7 * len(c.edges)})
-        archive.set_normaliser("p", {"names": ["naswot", "snip_ssnr", "params", "flops"], "log": [0, 0, 1, 1],
+        archive.set_normaliser(probe.id, {"names": ["naswot", "snip_ssnr", "params", "flops"], "log": [0, 0, 1, 1],
                                      "mean": [810.0, 6e5, 14.0, 18.0], "std": [5.0, 1e5, 0.5, 0.5]})
     return path
 

@@ -386,3 +386,22 @@ def test_sql_injection_is_stored_verbatim(tmp_path):
     with _raw(tmp_path / "a.sqlite") as con:
         assert con.execute("SELECT run, stage FROM cells").fetchone() == (INJECTION, INJECTION)
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_probe_round_trips_through_the_archive_and_ambiguity_is_refused(tmp_path):
+    from lightning_nas.zc import Probe
+
+    probe = Probe.from_source("gaussian", seed=3, batch_size=4)
+    with Archive(tmp_path / "a.sqlite") as archive:
+        with pytest.raises(ValueError, match="no probe and no ZC vectors yet; run the zc stage"):
+            Probe.from_archive(archive)
+        archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y)
+        loaded = Probe.from_archive(archive)
+        assert loaded.id == probe.id and torch.equal(loaded.x, probe.x) and torch.equal(loaded.y, probe.y)
+        other = Probe.from_source("gaussian", seed=4, batch_size=4)
+        archive.add_probe(other.id, other.source, other.seed, other.x, other.y)
+        with pytest.raises(ValueError, match="2 probes.*probe: <id>"):
+            Probe.from_archive(archive)
+        assert Probe.from_archive(archive, other.id).id == other.id
+        with pytest.raises(ValueError, match="no probe 'x'"):
+            archive.resolve_probe("x")

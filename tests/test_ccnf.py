@@ -91,7 +91,7 @@ def test_learned_2d_density_integrates_to_one():
         loss.backward()
         opt.step()
     f.eval()
-    step = 0.1
+    step = 0.05
     grid = torch.arange(-5, 5, step) + step / 2
     xy = torch.cartesian_prod(grid, grid)
     for cond in (0.0, 1.0):
@@ -145,7 +145,7 @@ def test_latent_datamodule_holds_unlabelled_means_with_predicted_conditions(tiny
     assert latents.shape == (560, 8) and cond.shape == (560, 4)  # the 600 − 40 unlabelled cells
     gvae = GVAEModule.from_checkpoint(tiny_gvae)
     with Archive(tiny_archive) as archive:
-        labelled = set(archive.zc("p"))
+        labelled = set(archive.zc(archive.resolve_probe()))
         cells = [c for h, c in archive.iter_cells() if h not in labelled]
     mine = gvae.encode(cells)
     assert torch.allclose(mine.sort(0).values, latents.sort(0).values, atol=1e-5)

@@ -183,14 +183,14 @@ class GVAEModule(L.LightningModule):
     @torch.no_grad()
     def decode_with_repairs(self, latents: torch.Tensor) -> tuple[list[Cell], list[bool]]:
         """Valid cells f⁻¹(z) and, per cell, whether it needed repair (also counted in ``decode_stats``)."""
-        cells, repaired = decode_cells(*self._decode_logits(latents.to(self.device)))
+        cells, repaired = decode_cells(*self._decode_args(self.decoder(latents.to(self.device))))
         self.decode_stats["decoded"] += len(cells)
         self.decode_stats["repaired"] += sum(repaired)
         return cells, repaired
 
-    def _decode_logits(self, z: torch.Tensor):
-        """Arguments of :func:`decode_cells` for latents ``z``."""
-        edges, types, kernels, parents = self.decoder(z)
+    def _decode_args(self, decoded: tuple[torch.Tensor, ...]):
+        """Arguments of :func:`decode_cells` for the decoder's outputs."""
+        edges, types, kernels, parents = decoded
         return edge_matrix(edges), types, kernels, parents if self.hparams.decoder == "structured" else None
 
     @torch.no_grad()
@@ -254,7 +254,8 @@ class GVAEModule(L.LightningModule):
             out["predictor"] = F.mse_loss(self.predictor(mu), batch["zc"])
         return out
 
-    def training_step(self, batch, batch_idx):
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one paired step (module docstring) and its terms averaged over both kinds."""
         hp = self.hparams
         parts = {}
         for kind in ("unlabelled", "labelled"):
@@ -265,6 +266,10 @@ class GVAEModule(L.LightningModule):
         loss = terms["recon"] + hp.kl_weight * terms["kl"]
         if "triplet" in terms:
             loss = loss + hp.triplet_weight * terms["triplet"] + hp.predictor_weight * terms["predictor"]
+        return loss, terms
+
+    def training_step(self, batch, batch_idx):
+        loss, terms = self.loss(batch)
         n = sum(len(b["hash"]) for b in batch.values() if b is not None)
         self.log_dict({f"train/{k}": v for k, v in terms.items()}, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
@@ -286,7 +291,7 @@ class GVAEModule(L.LightningModule):
         n = len(mu)
         self.log("val/recon", self.reconstruction(decoded, batch["targets"]), batch_size=n, sync_dist=True)
         self.log("val/kl", self.kl(mu, logvar), batch_size=n, sync_dist=True)
-        cells, _ = decode_cells(*self._decode_logits(mu))
+        cells, _ = decode_cells(*self._decode_args(decoded))
         self._val["exact"] += sum(c.canonical_hash() == h for c, h in zip(cells, batch["hash"], strict=True))
         self._val["total"] += n
         labelled = batch["labelled"]
@@ -319,7 +324,7 @@ class GVAEModule(L.LightningModule):
         metrics = {"recon_exact": v["exact"] / max(1, v["total"]), "val_cells": v["total"]}
         gen = torch.Generator().manual_seed(0)
         z = torch.randn(self.hparams.prior_samples, self.hparams.latent, generator=gen).to(self.device)
-        cells, repaired = decode_cells(*self._decode_logits(z))
+        cells, repaired = decode_cells(*self._decode_args(self.decoder(z)))
         hashes = [c.canonical_hash() for c in cells]
         seen = getattr(self.trainer.datamodule, "train_hashes", set()) if self._trainer is not None else set()
         metrics["validity"] = 1.0 - sum(repaired) / len(cells)

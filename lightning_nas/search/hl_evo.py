@@ -57,12 +57,10 @@ class SearchState:
     over_budget: int = 0
     failed: int = 0
     best: tuple[Candidate, float] | None = None
-    seconds: float = 0.0
 
     def add(self, candidate: Candidate, evaluation: Evaluation, size: int) -> None:
         """Apply one history entry (Algorithm 1 lines 26–31)."""
         self.iterations += 1
-        self.seconds += evaluation.seconds
         if evaluation.status == "over_budget":
             self.over_budget += 1
             return
@@ -119,6 +117,7 @@ def hl_evo(
     run: str,
     initial_cells: Iterable[Cell] | None = None,
     progress: Callable[[SearchState], None] | None = None,
+    method: str = "hl-evo",
 ) -> SearchState:
     """Run (or resume) Algorithm 1 for ``config.iterations`` mutations after α₀; returns the final state.
     ``new_cell(current cell or None for α₀, cluster, rng)`` gives a stage's cell (the CCNF for HL-Evo; a cell-level
@@ -151,7 +150,8 @@ def hl_evo(
             child, changes = mutate(parent, rng, num_clusters, new_cell, exploration=exploration)
         arch = child.hl.materialise(child.cells)
         evaluation = evaluate(arch)
-        metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective}
+        metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective,
+                   "method": method, "seed": config.seed}
         archive.add_arch(arch.to_json(), metrics, child.hl.to_json(), budget, stage="search", run=run)
         state.add(child, evaluation, config.population)
         if progress is not None:

@@ -118,12 +118,8 @@ def run_search_stage(config: SearchStageConfig) -> dict:
     path = workdir / "archive.sqlite"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no archive; run the zc stage first (python -m lightning_nas zc ...)")
-    artifacts = {
-        "gvae": Path(config.gvae or workdir / "gvae" / "checkpoints" / "last.ckpt"),
-        "ccnf": Path(config.ccnf or workdir / "ccnf" / "checkpoints" / "last.ckpt"),
-        "clusters": Path(config.clusters or workdir / "cluster" / "clusters.json"),
-    }
-    generator = CellGenerator.load(artifacts["gvae"], artifacts["ccnf"], artifacts["clusters"])
+    artifacts = CellGenerator.artifact_paths(workdir, config.gvae, config.ccnf, config.clusters)
+    generator = CellGenerator.load(**artifacts)
     # a run resumes only with the very same artifacts: their digests are part of the run id
     digests = {name: hashlib.sha256(path.read_bytes()).hexdigest()[:16] for name, path in artifacts.items()}
     num_clusters = len(generator.clusters["means"])
@@ -141,11 +137,8 @@ def run_search_stage(config: SearchStageConfig) -> dict:
     metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "failed": 0, "iterations": 0}
     wall, new_iterations = 0.0, 0
     with Archive(path, create=False) as archive:
-        (probe_id, *others) = archive.probes() or [None]
-        if probe_id is None or others:
-            raise ValueError(f"{path}: need exactly one probe for the objective batch (found {archive.probes()})")
-        x, y, info = archive.get_probe(probe_id)
-        probe = Probe(x, y, info["source"], info["seed"])
+        probe = Probe.from_archive(archive)  # the objective's batch: the archive's probe
+        probe_id = probe.id
         for spec in config.budgets:
             budget = Budget(**spec)
             settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests}
@@ -170,13 +163,13 @@ def run_search_stage(config: SearchStageConfig) -> dict:
             bar.close()
             wall += time.perf_counter() - start
             new_iterations += state.iterations - done
-            history = archive.archs(stage="search", run=run)
-            scored = [r["metrics"] for r in history if r["metrics"]["status"] == "ok"]
-            best = max(scored, key=lambda m: m["score"]) if scored else None
-            best_record = next(r for r in history if r["metrics"] is best) if best else None
+            scored = [r for r in archive.archs(stage="search", run=run) if r["metrics"]["status"] == "ok"]
+            best_record = max(scored, key=lambda r: r["metrics"]["score"]) if scored else None
+            best = best_record["metrics"] if best_record else None
             if best_record is not None:
                 (out_dir / f"best_{budget.name}.json").write_text(json.dumps(best_record["spec"], indent=2))
-            _plot_pareto(out_dir / f"pareto_{budget.name}.png", [(m["params"], m["score"]) for m in scored],
+            _plot_pareto(out_dir / f"pareto_{budget.name}.png",
+                         [(r["metrics"]["params"], r["metrics"]["score"]) for r in scored],
                          (best["params"], best["score"]) if best else None,
                          f"HL-Evo, budget {budget.name}: {len(scored)} scored, {state.over_budget} over budget")
             if logger is not None:

@@ -47,6 +47,17 @@ class Probe:
         return f"{self.source}-s{self.seed}-b{len(self.y)}-{digest}"
 
     @classmethod
+    def from_archive(cls, archive, probe_id: str | None = None) -> Probe:
+        """The probe batch stored in an :class:`~lightning_nas.archive.Archive` (its only one unless ``probe_id``),
+        checked to reproduce its id."""
+        probe_id = archive.resolve_probe(probe_id)
+        x, y, info = archive.get_probe(probe_id)
+        probe = cls(x, y, info["source"], info["seed"])
+        if probe.id != probe_id:
+            raise ValueError(f"{archive.path}: the stored probe batch does not reproduce its id {probe_id!r}")
+        return probe
+
+    @classmethod
     def from_source(
         cls, source: str = "digits", seed: int = 0, batch_size: int = 64, data_dir: str | Path | None = None
     ) -> Probe:
