@@ -2,6 +2,7 @@
 
 from .digits import DigitsDataModule
 from .graph_zc import GraphZCDataModule
+from .hl_sequences import HLSequenceDataModule
 from .latents import LatentDataModule
 
-__all__ = ["DigitsDataModule", "GraphZCDataModule", "LatentDataModule"]
+__all__ = ["DigitsDataModule", "GraphZCDataModule", "HLSequenceDataModule", "LatentDataModule"]

@@ -3,8 +3,8 @@
 Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
 ``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
 write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`) and
-``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`) and ``search`` (HL-Evo,
-:mod:`lightning_nas.search.stage`). Heavy imports happen only once a command is chosen.
+``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`), ``search`` (HL-Evo,
+:mod:`lightning_nas.search.stage`) and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`). Heavy imports happen only once a command is chosen.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_COMMANDS = ("evaluate", "zc", "cluster", "search")
+STAGE_COMMANDS = ("evaluate", "zc", "cluster", "search", "generate")
 
 
 def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = None) -> dict:
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
             "  zc                         sample cells into the archive and compute their ZC vectors\n"
             "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
             "  search                     HL-Evo (T-CET) under params/MACs/FLOPs budgets; history in the archive\n"
+            "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
             "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
         )
         return
@@ -66,5 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         from .search.stage import main as search_main
 
         search_main(rest)
+    elif command == "generate":
+        from .generate import main as generate_main
+
+        generate_main(rest)
     else:
         sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

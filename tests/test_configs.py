@@ -14,6 +14,8 @@ CONFIGS = [
     ["ccnf.yaml"],
     ["paper/ccnf.yaml"],
     ["evaluate/digits.yaml"],
+    ["sg.yaml"],
+    ["paper/sg.yaml"],
 ]
 
 
@@ -26,3 +28,18 @@ def test_config_parses(configs, capsys, monkeypatch):
     assert exit_.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path:" in printed and "trainer:" in printed
+
+
+STAGE_CONFIGS = ["search/tiny.yaml", "search/paper.yaml", "generate/tiny.yaml", "generate/paper.yaml"]
+
+
+@pytest.mark.parametrize("config", STAGE_CONFIGS)
+def test_stage_config_builds_its_settings(config):
+    import yaml
+
+    from lightning_nas.generate import GenerateConfig
+    from lightning_nas.search.stage import SearchStageConfig
+
+    cls = {"search": SearchStageConfig, "generate": GenerateConfig}[config.split("/")[0]]
+    settings = cls(**yaml.safe_load((REPO / "configs" / config).read_text()))
+    assert settings.workdir.startswith("runs/")

@@ -134,28 +134,18 @@ def test_kill_9_resume_loses_and_repeats_nothing_and_matches_an_uninterrupted_ru
     assert _history(clean) == resumed  # same seed → same history, interrupted or not
 
 
-def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tmp_path, monkeypatch):
+def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tiny_ccnf, tmp_path,
+                                                                    monkeypatch):
     """The stage on real (tiny) artifacts: G-VAE, a CCNF trained on its latents, two clusters; two budgets, T-CET on
     the archive's 2-image Gaussian probe."""
     import json
     import shutil
 
-    import lightning as L
-    import torch
-
-    from datamodules import LatentDataModule
     from lightning_nas.cli import main as cli_main
-    from lightning_nas.models import CCNFModule
     from lightning_nas.search.stage import SearchStageConfig, run_search_stage
 
     shutil.copy(tiny_archive, tmp_path / "archive.sqlite")
-    torch.manual_seed(0)
-    ccnf = CCNFModule(latent_dim=8, hidden=16, layers=1, atol=1e-3, rtol=1e-3, gen_samples=0)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path / "c",
-                        limit_val_batches=0)
-    trainer.fit(ccnf, datamodule=LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64))
-    trainer.save_checkpoint(tmp_path / "ccnf.ckpt")
+    shutil.copy(tiny_ccnf, tmp_path / "ccnf.ckpt")
     (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4, [1.0] * 4]}))
     config = SearchStageConfig(
         workdir=str(tmp_path), gvae=str(tiny_gvae), ccnf=str(tmp_path / "ccnf.ckpt"),

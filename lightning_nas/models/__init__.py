@@ -3,5 +3,6 @@
 from .ccnf import CCNFModule
 from .classifier import ClassifierModule
 from .gvae import GVAEModule
+from .sg import SGModule
 
-__all__ = ["CCNFModule", "ClassifierModule", "GVAEModule"]
+__all__ = ["CCNFModule", "ClassifierModule", "GVAEModule", "SGModule"]

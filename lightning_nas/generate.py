@@ -1,0 +1,241 @@
+"""Stage ``generate``: a budget in, the best generated architecture out (paper §3.3, Eq. 12 and "final model selection").
+
+    python -m lightning_nas generate --config configs/generate/tiny.yaml --budget.params 1M [--budget.macs 100M]
+                                     [--classes 100] [--input_size 32] [--candidates 100] [--seed 0]
+
+1. the SG decodes ``sequences`` HL architectures for the condition y = (task, budget) — beam search, deterministic,
+   grammar-constrained; each budget limit is put in the highest size bin lying under it; with ``budget_guide`` a
+   params budget also masks, token by token, the choices after which the architecture could no longer fit it with
+   the ``guide_quantile`` cell by size of each cluster (:class:`~lightning_nas.models.sg.BudgetGuide`, 32 CCNF
+   cells per cluster drawn to know the clusters' sizes);
+2. ``candidates`` full architectures: candidate i takes HL architecture i mod ``sequences`` and draws every stage's
+   cell from its cluster with the CCNF (at the cluster mean, temperature τ; Eq. 9);
+3. each candidate's params/MACs/FLOPs are counted for the task (classes, input size); those within budget are scored
+   with T-CET on the archive's probe batch; the best is the result.
+
+Writes ``<out>/arch.json`` (the winner's spec), ``arch.png`` (its stages and cells), ``candidates.jsonl`` (every
+candidate's HL spec, cost, status and T-CET) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``tcet``,
+``zc_evaluations``, ``seconds`` and the split of the time, ``budget_satisfaction``: the share of candidates within
+budget). The same seed and config give the same ``arch.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .archive import Archive
+from .search.evaluate import ArchEvaluator, Budget, Evaluation
+from .space.arch import Arch
+from .space.hl import HLArch
+from .zc.vector import Probe
+
+_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+
+
+def parse_quantity(value: float | int | str | None, name: str) -> float | None:
+    """``1M`` → 1e6, ``300k`` → 3e5, ``1.1G`` → 1.1e9, numbers as they are; ``None`` stays ``None``."""
+    if value is None or isinstance(value, int | float):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name}: {value}; a budget must be positive")
+        return None if value is None else float(value)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*", str(value))
+    if not match:
+        raise ValueError(f"{name}: {value!r}; write a number with an optional k/M/G suffix, e.g. 1M or 300k")
+    return parse_quantity(float(match[1]) * _SUFFIX[match[2].lower()], name)
+
+
+@dataclass
+class GenerateBudget:
+    """Hard limits of the generated architecture (numbers or ``1M``-style text; unset = no limit)."""
+
+    params: float | str | None = None
+    macs: float | str | None = None
+    flops: float | str | None = None
+
+    def __post_init__(self):
+        for key in ("params", "macs", "flops"):
+            setattr(self, key, parse_quantity(getattr(self, key), f"budget.{key}"))
+        if self.params is None and self.macs is None and self.flops is None:
+            raise ValueError("budget: give at least one of --budget.params, --budget.macs, --budget.flops")
+
+
+@dataclass
+class GenerateConfig:
+    """Settings of the ``generate`` stage.
+
+    Args:
+        workdir: run directory (its archive's probe scores T-CET; outputs under ``<workdir>/generate`` unless ``out``).
+        sg, gvae, ccnf, clusters: trained artifacts (defaults under ``workdir``).
+        budget: ``{params, macs, flops}`` limits.
+        classes, input_size: the target task (default: the probe's); they condition the SG and size the head/cost.
+        candidates: full architectures generated and (if within budget) scored — N of the paper's selection.
+        sequences: HL architectures decoded by the SG (beam width); candidates cycle through them.
+        budget_guide, guide_quantile: budget-guided decoding for a params budget (step 1) and its cell quantile.
+        temperature: CCNF τ around the cluster mean.
+        seed: seed of the cell draws (the SG's decoding is deterministic).
+        out: output directory (default ``<workdir>/generate``).
+    """
+
+    workdir: str = "runs/tiny"
+    sg: str | None = None
+    gvae: str | None = None
+    ccnf: str | None = None
+    clusters: str | None = None
+    budget: GenerateBudget = field(default_factory=lambda: GenerateBudget(params=1e6))
+    classes: int | None = None
+    input_size: int | None = None
+    candidates: int = 100
+    sequences: int = 4
+    budget_guide: bool = True
+    guide_quantile: float = 0.9
+    temperature: float = 0.4
+    seed: int = 0
+    out: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.budget, dict):
+            self.budget = GenerateBudget(**self.budget)
+        if self.candidates < 1 or self.sequences < 1:
+            raise ValueError(f"candidates and sequences must be ≥ 1 (got {self.candidates}, {self.sequences})")
+        for name in ("classes", "input_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: {value}; must be ≥ 1")
+
+
+@dataclass
+class Generation:
+    """What one generation produced: the SG's HL architectures, every candidate and its evaluation, the best."""
+
+    hl_archs: list[HLArch]
+    candidates: list[tuple[HLArch, Arch, Evaluation]]
+    best: int | None
+    seconds: dict[str, float]
+
+    @property
+    def within_budget(self) -> int:
+        return sum(e.status != "over_budget" for _, _, e in self.candidates)
+
+    @property
+    def zc_evaluations(self) -> int:
+        """Candidates the proxy ran on (scored, or failed in the proxy rather than in building)."""
+        return sum(e.status == "ok" or (e.status == "failed" and not e.reason.startswith("build:"))
+                   for _, _, e in self.candidates)
+
+
+def generate_architectures(sg, generator, evaluator: ArchEvaluator, classes: int, input_size: int,
+                           candidates: int = 100, sequences: int = 4, temperature: float = 0.4, seed: int = 0,
+                           guide_quantile: float | None = 0.9, progress: bool = True) -> Generation:
+    """Steps 1–3 of the module docstring with loaded models; ``evaluator`` holds the budget and the task;
+    ``guide_quantile=None`` decodes without the budget guide."""
+    from tqdm.auto import tqdm
+
+    from .models.sg import BudgetGuide
+    from .space.hl_cost import HLParamsEstimate
+
+    if sg.tokenizer.num_clusters != len(generator.clusters["means"]):
+        raise ValueError(f"the SG knows {sg.tokenizer.num_clusters} clusters, clusters.json has "
+                         f"{len(generator.clusters['means'])}: train the SG on this run's search history")
+    budget = evaluator.budget
+    start = time.perf_counter()
+    prompt = sg.tokenizer.prompt({"classes": classes, "input_size": input_size},
+                                 {"params": budget.max_params, "macs": budget.max_macs, "flops": budget.max_flops})
+    guide = None
+    if guide_quantile is not None and budget.max_params is not None:
+        pools = {k: generator.sample(32, cluster=k, temperature=temperature, seed=seed * 1009 + 500 + k).cells
+                 for k in range(sg.tokenizer.num_clusters)}
+        estimate = HLParamsEstimate.from_pools(pools, guide_quantile, in_channels=evaluator.input_shape[0],
+                                               num_classes=classes)
+        guide = BudgetGuide(sg.tokenizer, estimate, budget.max_params)
+    hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide])[0]))  # beams may coincide
+    sg_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    plan = [hl_archs[i % len(hl_archs)] for i in range(candidates)]
+    needed: dict[int, int] = {}
+    for hl in plan:
+        for s in hl.stages:
+            needed[s.cluster] = needed.get(s.cluster, 0) + 1
+    pools = {k: iter(generator.sample(n, cluster=k, temperature=temperature, seed=seed * 1009 + k).cells)
+             for k, n in sorted(needed.items())}
+    archs = [hl.materialise([next(pools[s.cluster]) for s in hl.stages]) for hl in plan]
+    cell_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scored = []
+    bar = tqdm(zip(plan, archs, strict=True), total=candidates, desc="candidates", unit="arch", disable=not progress)
+    best, top = None, float("-inf")
+    for n, (hl, arch) in enumerate(bar):
+        evaluation = evaluator(arch)
+        scored.append((hl, arch, evaluation))
+        if evaluation.status == "ok" and evaluation.score > top:
+            best, top = n, evaluation.score
+        bar.set_postfix(best=f"{top:.4g}", within=sum(e.status != "over_budget" for _, _, e in scored))
+    seconds = {"sg": sg_seconds, "cells": cell_seconds, "scoring": time.perf_counter() - start}
+    seconds["total"] = sum(seconds.values())
+    return Generation(hl_archs, scored, best, seconds)
+
+
+def run_generate(config: GenerateConfig) -> dict:
+    """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics."""
+    from .generator import CellGenerator
+    from .models.sg import SGModule
+    from .space.draw import draw_arch
+
+    start = time.perf_counter()
+    workdir = Path(config.workdir)
+    path = workdir / "archive.sqlite"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no archive; run the zc stage first (python -m lightning_nas zc ...)")
+    sg = SGModule.from_checkpoint(config.sg or workdir / "sg" / "checkpoints" / "last.ckpt")
+    generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
+    with Archive(path, create=False) as archive:
+        probe = Probe.from_archive(archive)
+    classes = config.classes or probe.num_classes
+    input_size = config.input_size or int(probe.x.shape[-1])
+    b = config.budget
+    budget = Budget("request", b.params, b.macs, b.flops)
+    evaluator = ArchEvaluator(probe, budget, "tcet", num_classes=classes,
+                              input_shape=(probe.x.shape[1], input_size, input_size))
+    result = generate_architectures(sg, generator, evaluator, classes, input_size, config.candidates,
+                                    config.sequences, config.temperature, config.seed,
+                                    config.guide_quantile if config.budget_guide else None)
+
+    out = Path(config.out) if config.out else workdir / "generate"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "candidates.jsonl", "w") as f:
+        for hl, _, e in result.candidates:
+            f.write(json.dumps({"hl_spec": hl.to_json(), **e.to_json()}) + "\n")
+    metrics = {
+        "budget": asdict(b), "classes": classes, "input_size": input_size, "seed": config.seed,
+        "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
+        "budget_satisfaction": result.within_budget / config.candidates,
+        "zc_evaluations": result.zc_evaluations,
+        "seconds": round(time.perf_counter() - start, 2),
+        **{f"{k}_seconds": round(v, 3) for k, v in result.seconds.items()},
+    }
+    if result.best is None:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        raise RuntimeError(
+            f"none of the {config.candidates} candidates is within the budget {asdict(b)} and scored "
+            f"({result.within_budget} within budget); the SG learnt sizes from the search history — ask for a larger "
+            f"budget, more --candidates, or run the search with budgets near this one and retrain the SG")
+    hl, arch, best = result.candidates[result.best]
+    arch.save(out / "arch.json")
+    (out / "hl_arch.json").write_text(json.dumps(hl.to_json(), indent=2) + "\n")
+    draw_arch(arch, out / "arch.png", hl, f"T-CET {best.score:.4g}, {best.params / 1e6:.3g}M params, "
+                                          f"{best.macs / 1e6:.3g}M MACs ({classes} classes, {input_size}px)")
+    metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
+                    "arch": str(out / "arch.json")})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str]) -> dict:
+    from .cli import run_stage
+
+    return run_stage(argv, GenerateConfig, run_generate, "generate", __doc__)

@@ -1,0 +1,311 @@
+"""The sequence generator h (paper §3.3, Eq. 10–12): a GPT-Neo causal LM over HL-architecture tokens.
+
+``pretrained``: a local directory holding a GPT-Neo checkpoint (the paper fine-tunes GPT-Neo-125M; its token
+embeddings are resized to our vocabulary, :mod:`lightning_nas.hl_tokenizer`), or ``None``: a GPT-Neo of the configured
+size trained from scratch (the tiny default). Nothing is ever downloaded: a hub id gets an error saying how to point
+at a local copy.
+
+Training minimises Eq. 10, the NLL of the stage tokens given the condition tokens. Decoding (:meth:`SGModule.generate`)
+is deterministic — greedy, or beam search for several HL architectures — and grammar-constrained by
+:class:`HLGrammar`, so every output parses into a legal HL architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from transformers import GPTNeoConfig, GPTNeoForCausalLM, LogitsProcessor, LogitsProcessorList
+
+from ..hl_tokenizer import BOS, EOS, PAD, HLTokenizer
+from ..space.cost import count_cost
+from ..space.hl import HLArch
+from ..space.hl_cost import HLParamsEstimate
+from ..space.network import build_network
+from .checkpoint import load_module
+
+GUIDE_QUANTILE = 0.9  # each cluster stands in for budget-guided decoding by its 90th-percentile cell by size
+HUB_HINT = ("download it once where there is network, e.g. `huggingface-cli download EleutherAI/gpt-neo-125M "
+            "--local-dir models/gpt-neo-125M`, copy that directory here and set `pretrained: models/gpt-neo-125M`")
+
+
+class BudgetGuide:
+    """Budget-guided decoding: of the tokens the grammar allows, keep those after which the architecture can still
+    fit ``max_params`` by ``estimate`` (:class:`~lightning_nas.space.hl_cost.HLParamsEstimate`: each cluster stood in
+    by a large cell of it) — the stage being written counted with its choices so far and one cell, the head at its
+    smallest. If nothing would fit, the grammar's tokens are kept (the output stays legal; the budget check after
+    drawing the cells discards it)."""
+
+    def __init__(self, tokenizer: HLTokenizer, estimate: HLParamsEstimate, max_params: float):
+        self.tokenizer, self.estimate, self.max_params = tokenizer, estimate, max_params
+
+    def _fits(self, stages: list[tuple[int, int, int, int]], group: list[int], head: int | None = -1) -> bool:
+        """Whether complete ``stages`` plus the partial ``group`` (and ``head`` when ≥ 0/None) can fit."""
+        e = self.estimate
+        if group:  # the stage being written, with its undecided fields at their smallest
+            k, c, s, r = (group + [8, 1, 1][len(group) - 1:])[:4]
+            stages = stages + [(k, c, s, r)]
+        total, channels = e.prefix(stages)
+        return total + e.head(channels, None if head == -1 else head) <= self.max_params
+
+    def __call__(self, generated: Sequence[int], allowed: tuple[int, ...]) -> tuple[int, ...]:
+        vocab = self.tokenizer.vocab
+        stages, group = [], []
+        for t in generated:
+            if vocab[t].startswith(("cluster:", "channels:", "stride:", "repeats:")):
+                group.append(int(vocab[t].split(":")[1]))
+                if len(group) == 4:
+                    stages.append(tuple(group))
+                    group = []
+        keep = []
+        for t in allowed:
+            kind, _, value = vocab[t].partition(":")
+            if kind == "head":
+                ok = self._fits(stages, [], None if value == "none" else int(value))
+            elif kind in ("cluster", "channels", "stride", "repeats"):
+                try:
+                    ok = self._fits(stages, group + [int(value)])
+                except KeyError:  # a cluster the estimate has no cell for
+                    ok = False
+            else:
+                ok = True
+            if ok:
+                keep.append(t)
+        return tuple(keep) or allowed
+
+
+class HLGrammar(LogitsProcessor):
+    """Masks every token the HL grammar forbids after the prompt (:meth:`HLTokenizer.allowed`), and with a
+    ``guide`` (:class:`BudgetGuide`) the tokens that would break the budget."""
+
+    def __init__(self, tokenizer: HLTokenizer, prompt_length: int, guide: BudgetGuide | None = None):
+        self.tokenizer, self.prompt_length, self.guide = tokenizer, prompt_length, guide
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, float("-inf"))
+        for row, ids in enumerate(input_ids[:, self.prompt_length:].tolist()):
+            allowed = self.tokenizer.allowed(ids)
+            if self.guide is not None and len(allowed) > 1:
+                allowed = self.guide(ids, allowed)
+            mask[row, list(allowed)] = 0.0
+        return scores + mask
+
+
+def load_pretrained(path: str) -> GPTNeoForCausalLM:
+    """A GPT-Neo from a local directory (``config.json`` + weights), never from the network."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"pretrained: {path!r} is not a local directory; lightning-nas never downloads "
+                                f"at run time — {HUB_HINT}")
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"pretrained: {directory} has no config.json; point it at the directory of a "
+                                f"Hugging Face GPT-Neo checkpoint ({HUB_HINT})")
+    model = GPTNeoForCausalLM.from_pretrained(directory, local_files_only=True)
+    if model.config.model_type != "gpt_neo":
+        raise ValueError(f"pretrained: {directory} holds a {model.config.model_type!r} model; a GPT-Neo is needed")
+    return model
+
+
+class SGModule(L.LightningModule):
+    """GPT-Neo sequence generator trained on the HL search history (:class:`datamodules.HLSequenceDataModule`).
+
+    The vocabulary comes from the datamodule when training starts (or from ``tokenizer`` when given); the tokenizer
+    and the network's configuration are stored in the checkpoint, so :meth:`from_checkpoint` needs neither the data
+    nor the pretrained directory.
+
+    Validation logs ``val/loss`` (mean NLL per stage token, Eq. 10), ``val/token_acc`` (greedy next-token accuracy on
+    stage tokens) and — for the datamodule's ``budget_grid`` — ``val/budget_satisfaction``: the share of greedily
+    generated architectures (cells drawn from the history's cells of each cluster) within the params budget with the
+    budget guide (what ``generate`` does), ``val/budget_satisfaction_unguided`` without it (the conditioning alone),
+    and ``val/generate_seconds`` per architecture. ``<trainer.default_root_dir>/metrics.json`` holds the latest values.
+
+    Args:
+        pretrained: local GPT-Neo directory to fine-tune, or ``None`` to train from scratch with the sizes below.
+        hidden_size, num_layers, num_heads, intermediate_size, max_positions, dropout: the from-scratch GPT-Neo.
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up (the paper: constant lr 1e-3).
+        tokenizer, model_config: filled in from the data / the built network (saved with the checkpoint).
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int | None = None,
+        max_positions: int = 128,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 50,
+        tokenizer: dict | None = None,
+        model_config: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer: HLTokenizer | None = None
+        self.model: GPTNeoForCausalLM | None = None
+        if tokenizer is not None:
+            self._build(HLTokenizer.from_dict(tokenizer), model_config)
+
+    # ---- the network -------------------------------------------------------------------------------------------
+    def _build(self, tokenizer: HLTokenizer, model_config: dict | None = None) -> None:
+        h = self.hparams
+        special = {"bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD}
+        if model_config is not None:  # restoring a checkpoint: the architecture only, weights follow
+            model = GPTNeoForCausalLM(GPTNeoConfig(**{**model_config, **special}))
+        elif h.pretrained is not None:
+            model = load_pretrained(h.pretrained)
+            model.resize_token_embeddings(len(tokenizer))
+            for key, value in special.items():
+                setattr(model.config, key, value)
+                setattr(model.generation_config, key, value)
+        else:
+            model = GPTNeoForCausalLM(GPTNeoConfig(
+                vocab_size=len(tokenizer), max_position_embeddings=h.max_positions, hidden_size=h.hidden_size,
+                num_layers=h.num_layers, num_heads=h.num_heads, attention_types=[[["global"], h.num_layers]],
+                intermediate_size=h.intermediate_size or 4 * h.hidden_size, window_size=h.max_positions,
+                embed_dropout=h.dropout, resid_dropout=h.dropout, attention_dropout=h.dropout, **special))
+        if model.config.vocab_size != len(tokenizer):
+            raise ValueError(f"model_config: vocabulary of {model.config.vocab_size}, the tokenizer has {len(tokenizer)}")
+        if model.config.max_position_embeddings < 2 + 6 + 4 * tokenizer.max_cells + 2:
+            raise ValueError(f"max_positions: {model.config.max_position_embeddings} is too short for "
+                             f"{tokenizer.max_cells} cells (need {2 + 6 + 4 * tokenizer.max_cells + 2})")
+        self.tokenizer, self.model = tokenizer, model
+        self.hparams["tokenizer"] = tokenizer.to_dict()
+        self.hparams["model_config"] = {k: v for k, v in model.config.to_dict().items()
+                                        if isinstance(v, int | float | str | bool | list | type(None))}
+
+    def setup(self, stage: str) -> None:
+        tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)  # the datamodule is set up first
+        if self.model is None:
+            if tokenizer is None:
+                raise ValueError("SGModule needs a tokenizer: train it with datamodules.HLSequenceDataModule")
+            self._build(tokenizer)
+        elif tokenizer is not None and tokenizer != self.tokenizer:
+            raise ValueError(f"the data's vocabulary ({tokenizer.to_dict()}) differs from this SG's "
+                             f"({self.tokenizer.to_dict()}): retrain the SG for this history")
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> SGModule:
+        """A trained SG (eval mode) from a Lightning checkpoint, loaded without running code (weights only)."""
+        return load_module(cls, path, map_location, "python -m lightning_nas fit --config configs/sg.yaml")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lightning_nas"] = {"tokenizer": self.tokenizer.to_dict()}
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, torch.Tensor]):
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+
+    def training_step(self, batch, batch_idx):
+        loss = self(batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr)
+        warmup = max(1, self.hparams.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- validation ----------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"nll": 0.0, "correct": 0, "tokens": 0}
+
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        labels = batch["labels"][:, 1:]
+        mask = labels != -100
+        n = int(mask.sum())
+        self._val["nll"] += float(out.loss) * n
+        self._val["correct"] += int(((out.logits[:, :-1].argmax(-1) == labels) & mask).sum())
+        self._val["tokens"] += n
+
+    def on_validation_epoch_end(self) -> None:
+        v = self.trainer.strategy.reduce(torch.tensor([self._val["nll"], self._val["correct"], self._val["tokens"]],
+                                                      dtype=torch.float64, device=self.device), reduce_op="sum")
+        metrics = {"val_loss": float(v[0] / v[2]), "val_token_acc": float(v[1] / v[2])}
+        metrics.update(self.budget_metrics())
+        for name, value in metrics.items():
+            self.log(f"val/{name.removeprefix('val_')}", value, batch_size=1)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            out = Path(self.trainer.default_root_dir) / "metrics.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
+
+    def budget_metrics(self) -> dict[str, float]:
+        """Over the datamodule's params budgets, the share of architectures within budget when decoded greedily
+        with the budget guide (``budget_satisfaction``, what ``generate`` does) and without it
+        (``budget_satisfaction_unguided``: the conditioning alone); cells are drawn from the history's cells of
+        each cluster. ``generate_seconds``: guided decoding time per architecture."""
+        data = self.trainer.datamodule if self._trainer is not None else None
+        grid = getattr(data, "budget_grid", None)
+        if not grid:
+            return {}
+        task = data.task
+        prompts = [self.tokenizer.prompt({"classes": task["classes"], "input_size": task["input_size"]},
+                                         {"params": b["params"]}) for b in grid]
+        estimate = HLParamsEstimate.from_pools(data.cluster_cells, GUIDE_QUANTILE, in_channels=task["in_channels"],
+                                               num_classes=task["classes"])
+        start = time.perf_counter()
+        guided = [h[0] for h in self.generate(prompts, guides=[BudgetGuide(self.tokenizer, estimate, b["params"])
+                                                                for b in grid])]
+        seconds = (time.perf_counter() - start) / len(grid)
+        unguided = [h[0] for h in self.generate(prompts)]
+
+        def share(archs: list[HLArch]) -> float:
+            within = 0
+            for n, (hl, budget) in enumerate(zip(archs, grid, strict=True)):
+                try:
+                    arch = hl.materialise(data.draw_cells(hl, random.Random(n)))
+                except ValueError:  # a cluster the history never drew a cell for: counted as a miss
+                    continue
+                model = build_network(arch, in_channels=task["in_channels"], num_classes=task["classes"])
+                shape = (task["in_channels"], task["input_size"], task["input_size"])
+                within += count_cost(model, shape)["params"] <= budget["params"]
+            return within / len(archs)
+
+        return {"budget_satisfaction": share(guided), "budget_satisfaction_unguided": share(unguided),
+                "generate_seconds": seconds}
+
+    # ---- generation --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], num_sequences: int = 1,
+                 guides: Sequence[BudgetGuide | None] | None = None) -> list[list[HLArch]]:
+        """For each prompt (:meth:`HLTokenizer.prompt`), ``num_sequences`` HL architectures: the greedy one
+        (``num_sequences=1``) or the best beams of a beam search of that width — deterministic either way, and
+        legal by construction (:class:`HLGrammar`); ``guides[i]`` (optional) steers prompt i into its budget."""
+        guides = list(guides) if guides is not None else [None] * len(prompts)
+        if len(guides) != len(prompts):
+            raise ValueError(f"guides: {len(guides)} for {len(prompts)} prompts")
+        if self.model is None:
+            raise ValueError("this SGModule has no network yet: load a trained one with SGModule.from_checkpoint")
+        was_training = self.model.training
+        self.model.eval()
+        out: list[list[HLArch]] = [[] for _ in prompts]
+        by_length: dict[tuple[int, int], list[int]] = {}  # one batch per (prompt length, guide)
+        for n, p in enumerate(prompts):
+            by_length.setdefault((len(p), id(guides[n])), []).append(n)
+        max_new = 4 * self.tokenizer.max_cells + 2
+        try:
+            for (length, _), rows in by_length.items():
+                ids = torch.tensor([list(prompts[n]) for n in rows], dtype=torch.long, device=self.device)
+                generated = self.model.generate(
+                    ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
+                    num_beams=num_sequences, num_return_sequences=num_sequences,
+                    logits_processor=LogitsProcessorList([HLGrammar(self.tokenizer, length, guides[rows[0]])]),
+                    bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+                for j, seq in enumerate(generated.tolist()):
+                    out[rows[j // num_sequences]].append(self.tokenizer.decode(seq))
+        finally:
+            self.model.train(was_training)
+        return out

@@ -1,0 +1,299 @@
+"""Sequence generator: tokenizer, HL sequences, GPT-Neo training, constrained and budget-guided decoding, the
+``generate`` stage."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import pytest
+
+from lightning_nas.hl_tokenizer import BOS, EOS, SEP, HLTokenizer, LogBins
+from lightning_nas.search.hl_evo import random_candidate
+from lightning_nas.space.arch import MAX_CELLS
+from lightning_nas.space.cell import Cell
+from lightning_nas.space.cost import count_cost
+from lightning_nas.space.hl import HLArch, HLStage
+from lightning_nas.space.hl_cost import HLParamsEstimate
+from lightning_nas.space.network import build_network
+
+
+def random_cell(cell, cluster, rng):
+    return Cell.random(rng=random.Random(rng.randrange(2**31)))
+
+
+def random_hl(rng: random.Random, clusters: int = 3) -> HLArch:
+    stages, total = [], 0
+    for _ in range(rng.randint(1, 8)):
+        repeats = rng.randint(1, min(4, MAX_CELLS - total)) if total < MAX_CELLS else 0
+        if not repeats:
+            break
+        stages.append(HLStage(rng.randrange(clusters), 8 * rng.randint(1, 128), rng.choice((1, 2)), repeats))
+        total += repeats
+    return HLArch(tuple(stages), rng.choice([None, 8 * rng.randint(1, 128)]))
+
+
+# ---- tokenizer ----------------------------------------------------------------------------------------------------
+def test_log_bins_hold_values_and_budget_bins_lie_under_the_limit():
+    bins = LogBins(2, 10, 8)
+    rng = random.Random(0)
+    for _ in range(500):
+        value = 10 ** rng.uniform(2, 10)
+        lo, hi = bins.edges(bins.index(value))
+        assert lo <= value * (1 + 1e-9) and value < hi * (1 + 1e-9)
+        under = bins.index_under(value)
+        assert under in (bins.index(value), bins.index(value) - 1)
+        assert bins.edges(under)[1] <= value * (1 + 1e-9) or under == 0  # bin 0 when no bin lies under the limit
+    assert bins.index(1.0) == 0 and bins.index(-5) == 0 and bins.index(1e12) == bins.size - 1
+
+
+def test_tokenizer_round_trip_and_persistence():
+    tok = HLTokenizer(3)
+    rng = random.Random(1)
+    for _ in range(300):
+        hl = random_hl(rng)
+        values = {"classes": 10, "input_size": 32, "params": rng.uniform(1e4, 1e7), "tcet": rng.choice([None, 1e5])}
+        ids = tok.encode(hl, values)
+        assert ids[0] == BOS and ids[-1] == EOS and tok.decode(ids) == hl
+        assert ids[: ids.index(SEP) + 1] == tok.prompt(values)
+    again = HLTokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert again == tok and again.vocab == tok.vocab and len(set(tok.vocab)) == len(tok)
+    assert "params:[1e+06, 1.33e+06)" in tok.describe(tok.prompt({"params": 1.1e6}))
+    # a budget goes in the bin under it; a value in the bin holding it
+    assert tok.prompt(limits={"params": 1e6}) == tok.prompt({"params": 9.9e5})
+    assert tok.prompt({"params": 1e6}) != tok.prompt(limits={"params": 1e6})
+
+
+def test_tokenizer_rejects_bad_input():
+    tok = HLTokenizer(2)
+    with pytest.raises(ValueError, match="unknown key"):
+        tok.prompt({"latency": 3})
+    with pytest.raises(ValueError, match="cluster 2"):
+        tok.encode(HLArch((HLStage(2, 8),)))
+    ids = tok.encode(HLArch((HLStage(1, 16, 2, 3),), 64))
+    with pytest.raises(ValueError, match="no <eos>"):
+        tok.decode(ids[:-1])
+    with pytest.raises(ValueError, match="not cluster, channels, stride, repeats"):
+        tok.decode(ids[:3] + [ids[4], ids[3]] + ids[5:])
+    with pytest.raises(ValueError, match="num_clusters"):
+        HLTokenizer(0)
+
+
+def test_every_sequence_the_grammar_allows_is_a_legal_hl_architecture():
+    """Walk the grammar with random choices (and with the always-longest choice): every walk decodes, ≤ 20 cells."""
+    tok = HLTokenizer(4)
+    rng = random.Random(2)
+    for trial in range(400):
+        generated = []
+        while not generated or generated[-1] != EOS:
+            allowed = tok.allowed(generated)
+            assert allowed and all(0 <= t < len(tok) for t in allowed)
+            pick = [t for t in allowed if tok.vocab[t].startswith(("cluster", "repeats:1"))] if trial % 4 == 0 else []
+            generated.append(pick[-1] if pick else rng.choice(allowed))
+            assert len(generated) <= 4 * MAX_CELLS + 2
+        hl = tok.decode([BOS, SEP, *generated])
+        assert hl.num_cells <= MAX_CELLS and tok.encode(hl)[2:] == generated
+    assert tok.allowed([*generated]) == (0,)  # after <eos> only padding
+
+
+# ---- the params estimate behind the budget guide ----------------------------------------------------------------
+def test_hl_params_estimate_is_exact_for_the_cells_it_stands_for():
+    rng = random.Random(3)
+    for _ in range(25):
+        cells = {k: Cell.random(rng=rng) for k in range(3)}
+        hl = random_hl(rng)
+        hl = HLArch(tuple(HLStage(s.cluster, min(s.channels, 256), s.stride, s.repeats) for s in hl.stages[:4]),
+                    hl.final_channels)
+        model = build_network(hl.materialise([cells[s.cluster] for s in hl.stages]), 3, 7)
+        assert HLParamsEstimate(cells, 3, 7)(hl) == count_cost(model, (3, 8, 8))["params"]
+
+
+# ---- data --------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def history_archive(tiny_archive, tmp_path_factory):
+    """``tiny_archive`` plus a search history of 160 random HL architectures (2 clusters) with their real
+    params/MACs/FLOPs and a synthetic score."""
+    from lightning_nas.archive import Archive
+
+    path = tmp_path_factory.mktemp("sg") / "archive.sqlite"
+    shutil.copy(tiny_archive, path)
+    rng = random.Random(0)
+    with Archive(path) as archive:
+        for i in range(160):
+            c = random_candidate(rng, 2, random_cell, rng.choice([None, 64, 128]))
+            arch = c.hl.materialise(c.cells)
+            cost = count_cost(build_network(arch, 3, 10), (3, 32, 32))
+            status = "ok" if cost["params"] < 3e5 else "over_budget"
+            metrics = {**cost, "status": status, "score": 1e3 * c.hl.num_cells if status == "ok" else None,
+                       "objective": "tcet", "iteration": i}
+            archive.add_arch(arch.to_json(), metrics, c.hl.to_json(), {"max_params": 3e5}, stage="search", run="r")
+    return path
+
+
+def test_hl_sequence_datamodule(history_archive, tmp_path):
+    from datamodules import HLSequenceDataModule
+    from lightning_nas.hl_tokenizer import DROPPABLE_KEYS
+
+    dm = HLSequenceDataModule(str(history_archive), val_fraction=0.2, batch_size=8, condition_dropout=0.0)
+    dm.setup()
+    assert dm.tokenizer.num_clusters == 2 and len(dm.train_items) + len(dm.val_items) == 160
+    assert not {h for h, _ in dm.train_items} & {h for h, _ in dm.val_items}  # split by HL architecture
+    assert dm.task == {"classes": 10, "input_size": 32, "in_channels": 3}
+    assert len(dm.budget_grid) == 10 and sorted(dm.cluster_cells) == [0, 1]
+    batch = next(iter(dm.val_dataloader()))
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        sep = ids.tolist().index(SEP)
+        assert (labels[: sep + 1] == -100).all() and labels[sep + 1] == ids[sep + 1]  # Eq. 10: α̂ given y
+        assert ((labels != -100) == (mask.bool() & (torch_arange(len(ids)) > sep))).all()
+    # condition dropout 1 removes every droppable token, 0 none
+    hl, values = dm.train_items[0]
+    dm.hparams.condition_dropout = 1.0
+    dropped = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
+    assert dropped[: dropped.index(SEP) + 1] == dm.tokenizer.prompt({"classes": 10, "input_size": 32})
+    dm.hparams.condition_dropout = 0.0
+    kept = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
+    assert kept.index(SEP) == 3 + sum(values[k] is not None for k in DROPPABLE_KEYS)
+    with pytest.raises(FileNotFoundError, match="run the zc and search stages"):
+        HLSequenceDataModule(str(tmp_path / "none.sqlite")).setup()
+    (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4]}))
+    with pytest.raises(ValueError, match="another clustering"):
+        HLSequenceDataModule(str(history_archive), clusters=str(tmp_path / "clusters.json")).setup()
+
+
+def torch_arange(n):
+    import torch
+
+    return torch.arange(n)
+
+
+# ---- the model -----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_sg(history_archive, tmp_path_factory):
+    import lightning as L
+
+    from datamodules import HLSequenceDataModule
+    from lightning_nas.models import SGModule
+
+    root = tmp_path_factory.mktemp("sg_fit")
+    L.seed_everything(0)
+    model = SGModule(hidden_size=32, num_layers=2, num_heads=2, max_positions=96, dropout=0.0, lr=3e-3, warmup_steps=5)
+    trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                        check_val_every_n_epoch=3)
+    trainer.fit(model, datamodule=HLSequenceDataModule(str(history_archive), batch_size=16, budget_grid_size=4))
+    trainer.save_checkpoint(root / "sg.ckpt")
+    return root
+
+
+def test_sg_learns_and_its_checkpoint_restores_without_data_or_code(trained_sg):
+    import math
+
+    from lightning_nas.models import SGModule
+
+    metrics = json.loads((trained_sg / "metrics.json").read_text())
+    sg = SGModule.from_checkpoint(trained_sg / "sg.ckpt")
+    assert set(metrics) >= {"val_loss", "budget_satisfaction", "generate_seconds", "budget_satisfaction_unguided"}
+    assert metrics["val_loss"] < 0.5 * math.log(len(sg.tokenizer))  # far below a uniform guess over the vocabulary
+    assert 0 <= metrics["budget_satisfaction"] <= 1 and metrics["generate_seconds"] > 0
+    assert sg.tokenizer == HLTokenizer(2) and sg.model.config.vocab_size == len(sg.tokenizer)
+
+
+def test_constrained_decoding_is_legal_and_deterministic_over_random_conditions(trained_sg):
+    from lightning_nas.hl_tokenizer import CONDITION_KEYS
+    from lightning_nas.models import SGModule
+
+    sg = SGModule.from_checkpoint(trained_sg / "sg.ckpt")
+    rng = random.Random(4)
+    prompts = []
+    for _ in range(40):
+        keys = [k for k in CONDITION_KEYS if rng.random() < 0.6]
+        prompts.append(sg.tokenizer.prompt({k: 10 ** rng.uniform(0, 9) for k in keys}))
+    greedy = sg.generate(prompts)
+    beams = sg.generate(prompts[:8], num_sequences=3)
+    for hls in greedy + beams:
+        for hl in hls:
+            assert isinstance(hl, HLArch) and hl.num_cells <= MAX_CELLS and all(s.cluster < 2 for s in hl.stages)
+    assert all(len(h) == 3 for h in beams)
+    assert sg.generate(prompts) == greedy  # deterministic
+    assert SGModule.from_checkpoint(trained_sg / "sg.ckpt").generate(prompts[:8], 3) == beams
+
+
+def test_budget_guide_keeps_the_estimate_within_budget_even_for_an_untrained_sg(history_archive):
+    import lightning as L
+
+    from lightning_nas.models import SGModule
+    from lightning_nas.models.sg import BudgetGuide
+
+    L.seed_everything(1)
+    sg = SGModule(tokenizer=HLTokenizer(2).to_dict(), hidden_size=16, num_layers=1, num_heads=1, max_positions=96)
+    rng = random.Random(5)
+    estimate = HLParamsEstimate({k: Cell.random(rng=rng) for k in range(2)})
+    for budget in (6e4, 2e5, 1e6, 5e6):
+        prompt = sg.tokenizer.prompt(limits={"params": budget})
+        guided = sg.generate([prompt], 4, [BudgetGuide(sg.tokenizer, estimate, budget)])[0]
+        assert all(estimate(hl) <= budget for hl in guided)
+    unguided = sg.generate([sg.tokenizer.prompt(limits={"params": 6e4})], 4)[0]
+    assert any(estimate(hl) > 6e4 for hl in unguided)  # the guide, not luck, kept them in budget
+
+
+def test_pretrained_gpt_neo_from_a_local_directory_and_the_offline_error(tmp_path):
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from lightning_nas.models import SGModule
+
+    config = GPTNeoConfig(vocab_size=50, max_position_embeddings=200, hidden_size=16, num_layers=2, num_heads=2,
+                          attention_types=[[["global", "local"], 1]], window_size=32)
+    GPTNeoForCausalLM(config).save_pretrained(tmp_path / "gpt-neo-mini")
+    sg = SGModule(pretrained=str(tmp_path / "gpt-neo-mini"), tokenizer=HLTokenizer(3).to_dict())
+    assert sg.model.config.vocab_size == len(sg.tokenizer) and sg.model.config.max_position_embeddings == 200
+    assert sg.model.get_input_embeddings().weight.shape == (len(sg.tokenizer), 16)
+    assert len(sg.generate([sg.tokenizer.prompt({"params": 1e6})])[0]) == 1
+    with pytest.raises(FileNotFoundError, match="never downloads at run time.*huggingface-cli download"):
+        SGModule(pretrained="EleutherAI/gpt-neo-125M", tokenizer=HLTokenizer(3).to_dict())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        SGModule(pretrained=str(tmp_path / "empty"), tokenizer=HLTokenizer(3).to_dict())
+
+
+# ---- the generate stage ------------------------------------------------------------------------------------------
+def test_parse_quantity():
+    from lightning_nas.generate import parse_quantity
+
+    assert parse_quantity("1M", "p") == 1e6 and parse_quantity("300k", "p") == 3e5
+    assert parse_quantity("1.1G", "p") == 1.1e9 and parse_quantity(5, "p") == 5.0 and parse_quantity(None, "p") is None
+    for bad in ("1 MB", "-3", "M", 0):
+        with pytest.raises(ValueError, match="p:"):
+            parse_quantity(bad, "p")
+
+
+def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
+                                                                  tmp_path):
+    from lightning_nas.cli import main as cli_main
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.space.arch import Arch
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4, [1.0] * 4]}))
+    common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+                  clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2)
+    metrics = run_generate(GenerateConfig(**common, budget={"params": "250k"}, out=str(tmp_path / "a")))
+    arch = Arch.load(tmp_path / "a" / "arch.json")
+    model = build_network(arch, 3, 10)
+    assert count_cost(model, (3, 32, 32))["params"] == metrics["params"] <= 250_000
+    assert metrics["tcet"] > 0 and 1 <= metrics["zc_evaluations"] <= 6 and metrics["seconds"] > 0
+    assert 0 < metrics["budget_satisfaction"] <= 1
+    assert (tmp_path / "a" / "arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and max(r["score"] or 0 for r in rows) == metrics["tcet"]
+    # the same seed and config through the CLI: the same arch.json; another task sizes the head
+    cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.params", "250k",
+              "--out", str(tmp_path / "b")])
+    assert (tmp_path / "b" / "arch.json").read_text() == (tmp_path / "a" / "arch.json").read_text()
+    other = run_generate(GenerateConfig(**common, budget={"params": 250_000}, classes=100, out=str(tmp_path / "c")))
+    assert other["classes"] == 100 and other["params"] <= 250_000
+    with pytest.raises(ValueError, match="at least one of"):
+        GenerateConfig(budget={})
+    (tmp_path / "clusters3.json").write_text(json.dumps({"means": [[0.0] * 4] * 3}))
+    with pytest.raises(ValueError, match="SG knows 2 clusters"):
+        run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}))
