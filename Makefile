@@ -20,9 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# make evaluate TASK=<digits|cifar10|cifar100|imagenet|spherical|darcy_flow|psicov|cosmic|ninapro|ecg|satellite|deepsea>
+#               [ARCH=path/to/arch.json] [RECIPE=fast|zennas_cifar|zennas_imagenet] [RESUME=1: from the last checkpoint]
 TASK ?= digits
 evaluate: $(STAMP)
-	$(PY) -m lightning_nas evaluate --config configs/evaluate/$(TASK).yaml
+	@test -f configs/evaluate/$(TASK).yaml || { echo "TASK=$(TASK): no configs/evaluate/$(TASK).yaml; tasks: $$(ls configs/evaluate | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	$(PY) -m lightning_nas evaluate --config configs/evaluate/$(TASK).yaml \
+	  $(if $(RECIPE),--config configs/recipes/$(RECIPE).yaml) $(if $(ARCH),--model.init_args.arch $(ARCH)) \
+	  $(if $(RESUME),--ckpt_path last)
 
 bench: $(STAMP)
 	$(PY) benchmarks/space.py

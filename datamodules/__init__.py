@@ -1,8 +1,12 @@
 """LightningDataModules of lightning-nas (a top-level package of the `lightning-nas` distribution)."""
 
+from .cifar import CIFARDataModule
 from .digits import DigitsDataModule
 from .graph_zc import GraphZCDataModule
 from .hl_sequences import HLSequenceDataModule
+from .imagenet import ImageNetDataModule
 from .latents import LatentDataModule
+from .nb360 import NB360_TASKS, NB360DataModule, NB360Task
 
-__all__ = ["DigitsDataModule", "GraphZCDataModule", "HLSequenceDataModule", "LatentDataModule"]
+__all__ = ["CIFARDataModule", "DigitsDataModule", "GraphZCDataModule", "HLSequenceDataModule", "ImageNetDataModule",
+           "LatentDataModule", "NB360DataModule", "NB360Task", "NB360_TASKS"]

@@ -23,6 +23,7 @@ class DigitsDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (the data set is in memory; 0 is fastest).
     """
 
+    task_name = "digits"
     num_classes = 10
     in_channels = 1
 

@@ -23,24 +23,47 @@ class NASCLI(LightningCLI):
         super().__init__(None, None, *args, **kwargs)
 
 
+def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:
+    """``args`` without ``--name VALUE`` / ``--name=VALUE``, and that value."""
+    rest, value, i = [], None, 0
+    while i < len(args):
+        if args[i] == name and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith(name + "="):
+            value = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, value
+
+
 def evaluate(args: list[str]) -> dict:
-    """Fit, then test the best checkpoint (by the checkpoint callback's monitor, else the last weights)."""
+    """Fit (resuming from ``--ckpt_path``, e.g. ``last``, when given), then test the best checkpoint (by the
+    checkpoint callback's monitor, else the last weights) and write ``<default_root_dir>/metrics.json``: ``task``,
+    ``test_metric`` and its ``test_metric_name``, every test value, ``params``/``macs``/``flops``, ``epochs``,
+    ``seconds``."""
+    args, ckpt_path = _pop_option(args, "--ckpt_path")
     cli = NASCLI(args=args, run=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     start = time.perf_counter()
-    trainer.fit(model, datamodule=data)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - start
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     results = trainer.test(model, datamodule=data, ckpt_path=best, weights_only=True)[0]
-    metrics = {k.replace("/", "_"): float(v) for k, v in results.items()}
-    metrics.update(
-        {
-            "fit_seconds": round(fit_seconds, 2),
-            "epochs": trainer.current_epoch,
-            "checkpoint": best or "",
-        }
-    )
+    name = getattr(model, "metric_name", "acc")
+    task = getattr(data, "task", None)
+    metrics = {
+        "task": getattr(task, "name", None) or getattr(data, "task_name", type(data).__name__),
+        "test_metric_name": name,
+        "test_metric": float(results[f"test/{name}"]) if f"test/{name}" in results else None,
+        **{k.replace("/", "_"): float(v) for k, v in results.items()},
+        "fit_seconds": round(fit_seconds, 2),
+        "seconds": round(time.perf_counter() - start, 2),
+        "epochs": trainer.current_epoch,
+        "checkpoint": best or "",
+    }
     if hasattr(model, "cost"):
         inputs = next(iter(data.test_dataloader()))[0]
         metrics.update(model.cost(tuple(inputs.shape[1:])))

@@ -13,9 +13,9 @@ CONFIGS = [
     ["paper/gvae.yaml"],
     ["ccnf.yaml"],
     ["paper/ccnf.yaml"],
-    ["evaluate/digits.yaml"],
     ["sg.yaml"],
     ["paper/sg.yaml"],
+    *[[f"evaluate/{p.name}"] for p in sorted((REPO / "configs" / "evaluate").glob("*.yaml"))],
 ]
 
 

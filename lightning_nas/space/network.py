@@ -78,6 +78,21 @@ class GraphNet(nn.Module):
         return self.classifier(self.pool(self.forward_features(x)))
 
 
+class DenseGraphNet(GraphNet):
+    """GraphNet with a per-pixel head for dense tasks (NAS-Bench-360's Darcy Flow, PSICOV, Cosmic): stem → cells →
+    BN → ReLU [→ 1×1 conv → BN] → 1×1 conv to ``out_channels``; no pooling, so every stride must be 1."""
+
+    def __init__(self, arch: Arch, in_channels: int = 3, out_channels: int = 1, dims: int = 2):
+        strided = ([f"stem (stride {arch.stem_stride})"] if arch.stem_stride != 1 else []) + [
+            f"stages[{i}] (stride {s.stride})" for i, s in enumerate(arch.stages) if s.stride != 1]
+        if strided:
+            raise ValueError(f"dense tasks keep the input resolution: set the stride of {', '.join(strided)} to 1")
+        super().__init__(arch, in_channels, 1, dims)
+        conv = layer_types(dims)[0]
+        self.pool = nn.Identity()
+        self.classifier = conv(arch.final_channels or arch.stages[-1].channels, out_channels, 1)
+
+
 def build_network(arch: Arch | dict[str, Any], in_channels: int = 3, num_classes: int = 10, dims: int = 2) -> GraphNet:
     """Build ``arch`` (an :class:`Arch` or its JSON spec) for ``in_channels`` inputs and ``num_classes`` outputs on
     ``dims``-D data (2: images ``N×C×H×W``; 1: sequences ``N×C×L``)."""

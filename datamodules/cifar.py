@@ -1,0 +1,224 @@
+"""CIFAR-10 and CIFAR-100 from the official "python version" batches, read without running code.
+
+The batches are pickles; they only go through :func:`datamodules.files.read_pickle` (numpy arrays and builtin
+containers, nothing else), never ``pickle.load`` (which torchvision's ``CIFAR10``/``CIFAR100`` call).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.transforms import v2
+
+from .files import read_pickle, require_keys, require_shape
+
+Augment = Literal["standard", "zennas", "none"]
+
+
+@dataclass(frozen=True)
+class CIFARRelease:
+    """One official release: its folder inside ``data_dir``, batch files, label key, archive and statistics."""
+
+    name: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    url: str
+    md5: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return self.train_files + self.test_files
+
+
+CIFAR_RELEASES = {
+    10: CIFARRelease("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                     "labels", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                     "c58f30108f718f92721af3b95e74349a", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    100: CIFARRelease("CIFAR-100", "cifar-100-python", ("train",), ("test",), "fine_labels",
+                      "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
+                      (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+ZENNAS_ERASE_P = 0.5
+
+
+def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N×3×32×32 uint8) and labels (N, int64) of one batch file; ``ValueError`` naming it if malformed.
+
+    Python-2 batches unpickle with ``str`` keys, Python-3 ones with ``bytes`` keys; both are accepted."""
+    try:
+        content = read_pickle(path)
+    except pickle.UnpicklingError as e:
+        if "refusing" in str(e):  # a global other than numpy's: the file would run code
+            raise
+        raise ValueError(f"{path}: not a CIFAR python-version batch ({e})") from e
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+        raise ValueError(f"{path}: not a CIFAR python-version batch ({type(e).__name__}: {e})") from e
+    if hasattr(content, "items"):
+        content = {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
+    require_keys(content, ("data", label_key), path)
+    data = require_shape(content["data"], (None, 3072), path, "data")
+    if data.dtype != np.uint8:
+        raise ValueError(f"{path}: data should be uint8 pixels, found {data.dtype}")
+    if len(data) == 0:
+        raise ValueError(f"{path}: holds no images")
+    labels = require_shape(content[label_key], (len(data),), path, label_key)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"{path}: {label_key} should be integers in [0, {num_classes}), found {labels.dtype} "
+                         f"in [{labels.min()}, {labels.max()}]")
+    images = torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def cifar_transforms(augment: Augment, train: bool, mean, std, image_size: int = 32) -> v2.Compose:
+    """Per-image transforms of uint8 3×32×32 tensors. Training: ``standard`` = random crop (pad 4 at 32 px) + flip +
+    normalise; ``zennas`` = ZenNAS's CIFAR scheme: crop + flip + AutoAugment (CIFAR-10 policy) + normalise +
+    random erasing; ``none`` = normalise. Evaluation: normalise. Sizes other than 32 are bilinear resizes first."""
+    steps = [v2.Resize(image_size, antialias=True)] if image_size != 32 else []
+    if train and augment != "none":
+        steps += [v2.RandomCrop(image_size, padding=max(1, round(image_size / 8))), v2.RandomHorizontalFlip()]
+        if augment == "zennas":
+            steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    if train and augment == "zennas":
+        steps.append(v2.RandomErasing(p=ZENNAS_ERASE_P))
+    return v2.Compose(steps)
+
+
+class TransformedImages(Dataset):
+    """``(transform(images[i]), labels[i])`` for the ``indices`` (all images when ``None``) of in-memory tensors."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform, indices: torch.Tensor | None = None):
+        self.images, self.labels, self.transform = images, labels, transform
+        self.indices = torch.arange(len(labels)) if indices is None else indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        j = self.indices[i]
+        return self.transform(self.images[j]), self.labels[j]
+
+
+class CIFARDataModule(L.LightningDataModule):
+    """CIFAR-10/100 from ``data_dir``: a seeded validation hold-out of the 50,000 training images and the 10,000 test
+    images, normalised with the data set's mean and std.
+
+    ``data_dir`` holds ``cifar-10-batches-py/{data_batch_1..5, test_batch}`` (CIFAR-10) or
+    ``cifar-100-python/{train, test}`` (CIFAR-100, fine labels), as the official python-version archives unpack.
+
+    Args:
+        data_dir: folder holding (or receiving, with ``download``) the unpacked archive.
+        num_classes: 10 or 100.
+        download: fetch and unpack the official archive (md5-checked) when the files are missing.
+        batch_size: samples per batch.
+        num_workers: DataLoader workers.
+        val_size: training images held out for validation (seeded); 0 validates on the test set.
+        seed: seed of the hold-out (independent of the training seed).
+        augment: training augmentation, ``standard``, ``zennas`` or ``none`` (see :func:`cifar_transforms`).
+        image_size: side of the images given to the network (32 is native).
+    """
+
+    in_channels = 3
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        num_classes: int = 10,
+        download: bool = False,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        seed: int = 0,
+        augment: Augment = "standard",
+        image_size: int = 32,
+    ):
+        super().__init__()
+        if num_classes not in CIFAR_RELEASES:
+            raise ValueError(f"num_classes: {num_classes}; CIFAR has 10 or 100")
+        if augment not in ("standard", "zennas", "none"):
+            raise ValueError(f"augment: {augment!r}; use 'standard', 'zennas' or 'none'")
+        if val_size < 0:
+            raise ValueError(f"val_size: {val_size}; use 0 (validate on the test set) or more")
+        if image_size < 1:
+            raise ValueError(f"image_size: {image_size}; it must be positive")
+        self.save_hyperparameters()
+        self.release = CIFAR_RELEASES[num_classes]
+        self.splits: dict[str, TransformedImages] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return self.hparams.num_classes
+
+    @property
+    def task_name(self) -> str:
+        return f"cifar{self.hparams.num_classes}"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.hparams.data_dir) / self.release.folder
+
+    def _missing(self) -> list[str]:
+        return [name for name in self.release.files if not (self.folder / name).is_file()]
+
+    def prepare_data(self) -> None:
+        if self.hparams.download and self._missing():
+            download_and_extract_archive(self.release.url, download_root=self.hparams.data_dir, md5=self.release.md5)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        hp, release = self.hparams, self.release
+        self.prepare_data()  # a no-op under a Trainer, which has called it already
+        missing = self._missing()
+        if missing:
+            data_dir = Path(hp.data_dir).resolve()
+            raise FileNotFoundError(
+                f"{release.name} not found: expected the folder {release.folder}/ with {', '.join(release.files)} "
+                f"under data_dir {data_dir} (missing: {', '.join(f'{release.folder}/{m}' for m in missing)}). Set "
+                f"download: true (on the command line --data.init_args.download true) to fetch them from "
+                f"{release.url} where there is internet, or unpack that archive into data_dir yourself"
+            )
+        train_images, train_labels = self._read(release.train_files)
+        test_images, test_labels = self._read(release.test_files)
+        if hp.val_size >= len(train_labels):
+            raise ValueError(f"val_size: {hp.val_size}; {release.name} has {len(train_labels)} training images")
+        order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(hp.seed))
+        val_ids, train_ids = order[: hp.val_size], order[hp.val_size:]
+        train_tf = cifar_transforms(hp.augment, True, release.mean, release.std, hp.image_size)
+        eval_tf = cifar_transforms(hp.augment, False, release.mean, release.std, hp.image_size)
+        self.splits["train"] = TransformedImages(train_images, train_labels, train_tf, train_ids)
+        self.splits["test"] = TransformedImages(test_images, test_labels, eval_tf)
+        self.splits["val"] = (TransformedImages(train_images, train_labels, eval_tf, val_ids) if hp.val_size
+                              else self.splits["test"])
+
+    def _read(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = [read_cifar_batch(self.folder / name, self.release.label_key, self.num_classes) for name in names]
+        return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
