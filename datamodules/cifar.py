@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
 from .files import read_pickle, require_keys, require_shape
+from .splits import SplitDataModule
 
 Augment = Literal["standard", "zennas", "none"]
 
@@ -111,7 +111,7 @@ class TransformedImages(Dataset):
         return self.transform(self.images[j]), self.labels[j]
 
 
-class CIFARDataModule(L.LightningDataModule):
+class CIFARDataModule(SplitDataModule):
     """CIFAR-10/100 from ``data_dir``: a seeded validation hold-out of the 50,000 training images and the 10,000 test
     images, normalised with the data set's mean and std.
 
@@ -155,7 +155,6 @@ class CIFARDataModule(L.LightningDataModule):
             raise ValueError(f"image_size: {image_size}; it must be positive")
         self.save_hyperparameters()
         self.release = CIFAR_RELEASES[num_classes]
-        self.splits: dict[str, TransformedImages] = {}
 
     @property
     def num_classes(self) -> int:
@@ -206,19 +205,3 @@ class CIFARDataModule(L.LightningDataModule):
     def _read(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         batches = [read_cifar_batch(self.folder / name, self.release.label_key, self.num_classes) for name in names]
         return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from .splits import SplitDataModule
 
 
-class DigitsDataModule(L.LightningDataModule):
+class DigitsDataModule(SplitDataModule):
     """Stratified, seeded train/val/test split of ``digits``, standardised with the training statistics.
 
     Args:
@@ -42,7 +43,6 @@ class DigitsDataModule(L.LightningDataModule):
         if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError("val_fraction and test_fraction must be in (0, 1) and sum to less than 1")
         self.save_hyperparameters()
-        self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -63,20 +63,3 @@ class DigitsDataModule(L.LightningDataModule):
         for name, ids in (("train", train), ("val", val), ("test", test)):
             ids = torch.as_tensor(ids)
             self.splits[name] = TensorDataset(images[ids], labels[ids])
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

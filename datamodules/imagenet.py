@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
+
+from .splits import SplitDataModule
 
 Augment = Literal["standard", "zennas", "none"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,7 +56,7 @@ class TransformedSubset(Dataset):
         return self.transform(image), label
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(SplitDataModule):
     """ImageNet from ``data_dir/train`` and ``data_dir/val`` class folders (see :data:`LAYOUT`); labels are the
     sorted class-folder names' indices, as ``ImageFolder`` gives them.
 
@@ -93,7 +94,6 @@ class ImageNetDataModule(L.LightningDataModule):
             raise ValueError(f"image_size: {image_size}; it must be positive")
         self.save_hyperparameters()
         self.classes: list[str] = []
-        self.splits: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
@@ -137,19 +137,3 @@ class ImageNetDataModule(L.LightningDataModule):
         self.splits["test"] = TransformedSubset(val, eval_tf)
         self.splits["val"] = (TransformedSubset(train, eval_tf, order[: hp.val_size]) if hp.val_size
                               else self.splits["test"])
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

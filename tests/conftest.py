@@ -24,7 +24,6 @@ def nb201_records():
 def tiny_archive(tmp_path_factory):
     """600 cells, 40 of them labelled with synthetic ZC vectors (the G-VAE only needs numbers to regress), on a
     2-image Gaussian probe stored under its content id."""
-    import torch
 
     from lightning_nas.archive import Archive
     from lightning_nas.space import sample_cells

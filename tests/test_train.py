@@ -16,7 +16,6 @@ import torch
 
 from lightning_nas.cli import main
 from lightning_nas.models import ClassifierModule, DenseModule
-from lightning_nas.space import Arch
 from tests.conftest import REPO
 from tests.test_nb360 import write_darcy_flow, write_ecg
 

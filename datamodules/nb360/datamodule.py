@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-from torch.utils.data import DataLoader
-
-from .tasks import NB360_TASKS, Splits
+from ..splits import SplitDataModule
+from .tasks import NB360_TASKS
 
 PUBLISHED_AT = "NAS-Bench-360 (https://nb360.ml.cmu.edu, the data the NB360 and DASH loaders download)"
 
 
-class NB360DataModule(L.LightningDataModule):
+class NB360DataModule(SplitDataModule):
     """The ``train``/``val``/``test`` splits of one NAS-Bench-360 task (see :mod:`datamodules.nb360.tasks` for the
     files each task reads and how); ``self.task`` holds its shapes, loss and metric.
 
@@ -34,7 +32,6 @@ class NB360DataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction: {val_fraction}; it must lie in (0, 1)")
         self.save_hyperparameters()
         self.task = NB360_TASKS[task]
-        self.splits: Splits = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -48,16 +45,3 @@ class NB360DataModule(L.LightningDataModule):
                 f"{folder.resolve()}"
             )
         self.splits = self.task.read(folder, self.hparams.val_fraction, self.hparams.seed)
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
