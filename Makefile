@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The whole chain at demo size (zc → … → evaluate on digits) in runs/demo; rerunning skips finished stages.
 demo: $(STAMP)
-	$(PY) -m lightning_nas evaluate --config configs/evaluate/digits.yaml
+	$(PY) -m lightning_nas pipeline --config configs/pipeline/tiny.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

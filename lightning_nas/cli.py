@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_COMMANDS = ("evaluate", "zc", "cluster", "search", "generate", "export")
+STAGE_COMMANDS = ("evaluate", "zc", "cluster", "search", "generate", "export", "pipeline")
 
 
 def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = None) -> dict:
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             "  search                     HL-Evo (T-CET) under params/MACs/FLOPs budgets; history in the archive\n"
             "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
             "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
+            "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"
             "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
         )
         return
@@ -76,5 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         from .export import main as export_main
 
         export_main(rest)
+    elif command == "pipeline":
+        from .pipeline import main as pipeline_main
+
+        pipeline_main(rest)
     else:
         sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +21,11 @@ class NASCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"default_env": False})
-        super().__init__(None, None, *args, **kwargs)
+        argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments come in `args`; LightningCLI warns if argv has more
+        try:
+            super().__init__(None, None, *args, **kwargs)
+        finally:
+            sys.argv = argv
 
 
 def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:

@@ -30,7 +30,7 @@ def run_cli(*args, env=None, timeout=600):
 
 @pytest.mark.slow
 def test_evaluate_digits_config_reaches_98_percent_with_offline_wandb(tmp_path):
-    """The shipped config, unchanged but for its output directory: ≥ 98 % test accuracy in ≤ 3 min."""
+    """The shipped config, unchanged but for its output directory: ≥ 98 % test accuracy in ≤ 5 min."""
     start = time.perf_counter()
     proc = run_cli(
         "evaluate",
@@ -46,7 +46,7 @@ def test_evaluate_digits_config_reaches_98_percent_with_offline_wandb(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_acc"] >= 0.98 and metrics["test_metric"] == metrics["test_acc"], metrics
     assert metrics["task"] == "digits" and metrics["test_metric_name"] == "acc" and metrics["epochs"] == 30
-    assert seconds <= 180, seconds
+    assert seconds <= 300, seconds  # the acceptance bound (≤ 5 min); about 30 s when the CPU is not shared
     assert metrics["params"] > 0 and metrics["flops"] == 2 * metrics["macs"]
     assert "DigitsDataModule: " in proc.stdout and "test/acc" in proc.stdout
     assert list((tmp_path / "wandb").glob("offline-run-*")), "the W&B logger did not write an offline run"

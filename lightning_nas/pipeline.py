@@ -1,0 +1,233 @@
+"""Stage ``pipeline``: the whole chain in one run directory — zc → gvae → cluster → ccnf → search → sg → generate →
+evaluate — each stage reading the previous stages' artifacts.
+
+    python -m lightning_nas pipeline --config configs/pipeline/tiny.yaml [--workdir runs/demo] [--until sg]
+
+Every stage is one of the shipped stage configs (``configs/zc/tiny.yaml``, ``configs/gvae.yaml``, …) with the path
+prefix ``rewrite`` (``runs/tiny``) replaced by ``workdir`` and the pipeline's ``set`` overrides applied (dotted keys,
+e.g. ``trainer.max_epochs: 4``; ``{workdir}`` in a value is the run directory). The resolved settings are written to
+``<workdir>/pipeline/<stage>.yaml`` — that file is what the stage runs, and its digest, chained with the previous
+stages' digests, is the stage's fingerprint.
+
+**Skipping and resuming.** ``<workdir>/pipeline/state.json`` records each finished stage's fingerprint and time. A
+stage whose fingerprint matches and whose artifact exists is skipped; a changed config, a missing artifact or a stage
+that never finished reruns that stage *and every stage after it*, and the log says which and why. A killed pipeline
+rerun with the same config finishes the job without redoing finished work: finished stages are skipped, and the stage
+that was killed resumes where it stood — the zc and search stages continue from the archive, the training stages from
+their ``last.ckpt`` (``--ckpt_path last``) when the killed attempt had the same fingerprint. Outputs of an earlier
+config that a rerun would overwrite are moved to ``<workdir>/pipeline/previous/``, never deleted.
+
+W&B: every stage's runs join the group ``pipeline-<workdir name>`` (``WANDB_RUN_GROUP``); with ``WANDB_MODE=disabled``
+nothing is logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# name → (kind, artifact that proves the stage finished, relative to the workdir)
+STAGES: dict[str, tuple[str, str]] = {
+    "zc": ("stage", "zc/metrics.json"),
+    "gvae": ("lightning", "gvae/checkpoints/last.ckpt"),
+    "cluster": ("stage", "cluster/clusters.json"),
+    "ccnf": ("lightning", "ccnf/checkpoints/last.ckpt"),
+    "search": ("stage", "search/metrics.json"),
+    "sg": ("lightning", "sg/checkpoints/last.ckpt"),
+    "generate": ("stage", "generate/arch.json"),
+    "evaluate": ("evaluate", "evaluate/metrics.json"),
+}
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of the ``pipeline`` stage.
+
+    Args:
+        workdir: the run directory every stage writes into.
+        rewrite: the path prefix of the stage configs replaced by ``workdir``.
+        stages: per stage, ``{config: <YAML of the stage>, set: {dotted.key: value}}``; all eight are needed.
+        until: stop after this stage (default: run all).
+    """
+
+    workdir: str = "runs/demo"
+    rewrite: str = "runs/tiny"
+    stages: dict[str, dict] = field(default_factory=dict)
+    until: str | None = None
+
+    def __post_init__(self):
+        missing = [s for s in STAGES if s not in self.stages]
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if missing or unknown:
+            raise ValueError(f"stages: missing {missing}, unknown {unknown}; the chain is {', '.join(STAGES)}")
+        for name, spec in self.stages.items():
+            if not isinstance(spec, dict) or "config" not in spec or set(spec) - {"config", "set"}:
+                raise ValueError(f"stages.{name}: expected {{config: <YAML path>, set: {{dotted.key: value}}}}")
+            if not Path(spec["config"]).is_file():
+                raise FileNotFoundError(f"stages.{name}.config: {spec['config']} does not exist")
+        if self.until is not None and self.until not in STAGES:
+            raise ValueError(f"until: {self.until!r}; choose from {', '.join(STAGES)}")
+
+
+def _rewrite(value: Any, old: str, new: str) -> Any:
+    """``value`` with every string starting with ``old`` re-rooted at ``new`` (recursively)."""
+    if isinstance(value, str):
+        return new + value[len(old):] if value == old or value.startswith(old + "/") else value
+    if isinstance(value, list):
+        return [_rewrite(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _rewrite(v, old, new) for k, v in value.items()}
+    return value
+
+
+def _set(config: dict, dotted: str, value: Any) -> None:
+    """``config[a][b][c] = value`` for ``a.b.c``; a list on the way (Lightning callbacks) gets the key in every item
+    that already has it."""
+    head, _, rest = dotted.partition(".")
+    if not rest:
+        config[head] = value
+        return
+    node = config.setdefault(head, {})
+    if isinstance(node, list):
+        hits = [item for item in node if isinstance(item, dict) and _has(item, rest)]
+        if not hits:
+            raise ValueError(f"set: {dotted}: no item of the list {head!r} has {rest!r}")
+        for item in hits:
+            _set(item, rest, value)
+    else:
+        _set(node, rest, value)
+
+
+def _has(config: dict, dotted: str) -> bool:
+    head, _, rest = dotted.partition(".")
+    if head not in config:
+        return False
+    return not rest or (isinstance(config[head], dict) and _has(config[head], rest))
+
+
+def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
+    """The settings a stage runs with: its YAML re-rooted at ``workdir``, then the ``set`` overrides."""
+    config = _rewrite(yaml.safe_load(Path(spec["config"]).read_text()) or {}, rewrite, workdir)
+    for key, value in (spec.get("set") or {}).items():
+        value = json.loads(json.dumps(value).replace("{workdir}", workdir))
+        _set(config, key, value)
+    if STAGES[name][0] == "stage":
+        config["workdir"] = workdir
+    return config
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run(name: str, settings_path: Path, resume: bool) -> None:
+    """Run one stage on its resolved settings file."""
+    kind = STAGES[name][0]
+    if kind == "lightning":
+        from .lightning_cli import NASCLI
+
+        NASCLI(args=["fit", "--config", str(settings_path), *(["--ckpt_path", "last"] if resume else [])])
+    elif kind == "evaluate":
+        from .lightning_cli import evaluate
+
+        evaluate(["--config", str(settings_path), *(["--ckpt_path", "last"] if resume else [])])
+    else:
+        from .cli import main
+
+        main([name, "--config", str(settings_path)])
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:  # one W&B run per stage, not one shared by all
+        wandb.finish()
+
+
+def run_pipeline(config: PipelineConfig, log=print) -> dict:
+    """Run (or resume) the chain; returns ``{"stages": {stage: {"status": "ran" | "skipped", "seconds", "reason"}},
+    "architecture": <generate's metrics>, "evaluation": <evaluate's metrics>}`` (also ``pipeline/summary.json``)."""
+    workdir = Path(config.workdir)
+    meta = workdir / "pipeline"
+    meta.mkdir(parents=True, exist_ok=True)
+    state_path = meta / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{workdir.name}")
+
+    def save() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, state_path)
+
+    summary, upstream, dirty = {}, "", False
+    for name in STAGES:
+        settings = resolve_stage(name, config.stages[name], config.workdir, config.rewrite)
+        text = yaml.safe_dump(settings, sort_keys=True)
+        fingerprint = _digest(upstream + text)
+        upstream = fingerprint
+        record = state.get(name, {})
+        artifact = workdir / STAGES[name][1]
+        if not record:
+            reason = "never run"
+        elif dirty:
+            reason = "an earlier stage reran"
+        elif record.get("finished") and record.get("fingerprint") == fingerprint and artifact.exists():
+            log(f"[pipeline] {name}: done before with the same settings, skipped")
+            summary[name] = {"status": "skipped", "seconds": record.get("seconds", 0.0)}
+            if config.until == name:
+                break
+            continue
+        elif record.get("fingerprint") != fingerprint:
+            reason = "its settings or an earlier stage's changed"
+        elif not record.get("finished"):
+            reason = "the last attempt did not finish"
+        else:
+            reason = f"its artifact {artifact} is missing"
+        dirty = True
+        resume = record.get("fingerprint") == fingerprint and not record.get("finished")
+        if record and record.get("fingerprint") != fingerprint:  # keep an earlier config's outputs, out of the way
+            folder = workdir / name
+            if folder.exists():
+                target = meta / "previous" / f"{name}-{record.get('fingerprint', 'unknown')}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(folder), target)
+        settings_path = meta / f"{name}.yaml"
+        settings_path.write_text(text)
+        can_resume = resume and STAGES[name][0] in ("lightning", "evaluate") and \
+            (workdir / name / "checkpoints" / "last.ckpt").is_file()
+        log(f"[pipeline] {name}: running ({reason}){' — resuming from last.ckpt' if can_resume else ''}")
+        state[name] = {"fingerprint": fingerprint, "finished": False, "started": time.time()}
+        save()
+        start = time.perf_counter()
+        _run(name, settings_path, can_resume)
+        seconds = round(time.perf_counter() - start, 1)
+        if not artifact.exists():
+            raise RuntimeError(f"stage {name} finished without writing {artifact}")
+        state[name].update(finished=True, seconds=seconds)
+        save()
+        summary[name] = {"status": "ran", "seconds": seconds, "reason": reason}
+        log(f"[pipeline] {name}: finished in {seconds:.0f} s")
+        if config.until == name:
+            break
+    result = {"stages": summary}
+    generated, evaluated = workdir / "generate" / "metrics.json", workdir / "evaluate" / "metrics.json"
+    if "generate" in summary and generated.is_file():
+        g = json.loads(generated.read_text())
+        result["architecture"] = {k: g.get(k) for k in ("arch", "params", "macs", "flops", "tcet", "zc_evaluations")}
+    if "evaluate" in summary and evaluated.is_file():
+        e = json.loads(evaluated.read_text())
+        result["evaluation"] = {k: e.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}
+    (meta / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: list[str]) -> dict:
+    from .cli import run_stage
+
+    return run_stage(argv, PipelineConfig, run_pipeline, "pipeline", __doc__)

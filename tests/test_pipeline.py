@@ -1,0 +1,105 @@
+"""The whole chain at micro sizes through the real code paths: every stage runs, reruns skip finished work, a changed
+setting reruns that stage and the rest, and a pipeline killed with SIGKILL in the middle finishes on the next run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from lightning_nas.pipeline import STAGES, PipelineConfig, run_pipeline
+from tests.conftest import REPO
+
+MICRO = {
+    "zc": {"config": "configs/zc/tiny.yaml",
+           "set": {"unlabelled": 200, "labelled": 24, "workers": 1, "probe": {"source": "gaussian", "seed": 0,
+                                                                                "batch_size": 4}}},
+    "gvae": {"config": "configs/gvae.yaml",
+             "set": {"trainer.max_epochs": 2, "trainer.logger": False, "model.init_args.hidden": 32,
+                     "model.init_args.latent": 8, "model.init_args.layers": 2, "model.init_args.prior_samples": 20,
+                     "data.init_args.labelled_batch_size": 16, "trainer.callbacks.init_args.every_n_epochs": 100}},
+    "cluster": {"config": "configs/cluster/tiny.yaml", "set": {"k_max": 3, "n_init": 1}},
+    "ccnf": {"config": "configs/ccnf.yaml",
+             "set": {"trainer.max_epochs": 1, "trainer.logger": False, "model.init_args.latent_dim": 8,
+                     "model.init_args.hidden": 16, "model.init_args.layers": 1, "model.init_args.gen_samples": 0,
+                     "model.init_args.atol": 1e-3, "model.init_args.rtol": 1e-3}},
+    "search": {"config": "configs/search/tiny.yaml",
+               "set": {"population": 3, "iterations": 12, "wandb": False,
+                       "budgets": [{"name": "small", "max_params": 1000000}]}},
+    "sg": {"config": "configs/sg.yaml",
+           "set": {"trainer.max_epochs": 1, "trainer.logger": False, "model.init_args.hidden_size": 16,
+                   "model.init_args.num_layers": 1, "model.init_args.num_heads": 1, "data.init_args.val_fraction": 0.3,
+                   "data.init_args.budget_grid_size": 2}},
+    "generate": {"config": "configs/generate/tiny.yaml",
+                 "set": {"budget": {"params": "1M"}, "candidates": 3, "sequences": 1}},
+    "evaluate": {"config": "configs/evaluate/digits.yaml",
+                 "set": {"model.init_args.arch": "{workdir}/generate/arch.json", "trainer.max_epochs": 1,
+                         "trainer.logger": False, "data.init_args.image_size": 16}},
+}
+
+
+def micro_config(tmp_path, **changes) -> PipelineConfig:
+    stages = json.loads(json.dumps(MICRO))
+    for stage, sets in changes.items():
+        stages[stage]["set"].update(sets)
+    for spec in stages.values():
+        spec["config"] = str(REPO / spec["config"])
+    return PipelineConfig(workdir=str(tmp_path / "run"), stages=stages)
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    config_file = tmp_path / "micro.yaml"
+    config = micro_config(tmp_path)
+    config_file.write_text(yaml.safe_dump({"workdir": config.workdir, "stages": config.stages}))
+    state = tmp_path / "run" / "pipeline" / "state.json"
+    with open(tmp_path / "stderr.log", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "lightning_nas", "pipeline", "--config", str(config_file)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None:  # kill -9 once the CCNF stage has started
+            if state.is_file() and "ccnf" in json.loads(state.read_text()):
+                break
+            time.sleep(0.2)
+        running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert running, (tmp_path / "stderr.log").read_text()[-3000:]
+    killed = json.loads(state.read_text())
+    assert killed["gvae"]["finished"] and not killed["ccnf"]["finished"]
+
+    os.environ["WANDB_MODE"] = "disabled"
+    log: list[str] = []
+    result = run_pipeline(config, log=log.append)
+    summary = result["stages"]
+    assert [summary[s]["status"] for s in STAGES] == ["skipped"] * 3 + ["ran"] * 5, log
+    assert result["architecture"]["params"] <= 1_000_000 and result["evaluation"]["task"] == "digits"
+    assert summary["ccnf"]["reason"] == "the last attempt did not finish"
+    run = tmp_path / "run"
+    metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert metrics["task"] == "digits" and 0 <= metrics["test_metric"] <= 1
+    assert json.loads((run / "generate" / "metrics.json").read_text())["params"] <= 1_000_000
+
+    # nothing changed: nothing runs; a changed SG setting reruns sg and everything after it
+    assert all(s["status"] == "skipped" for s in run_pipeline(config, log=log.append)["stages"].values())
+    summary = run_pipeline(micro_config(tmp_path, sg={"trainer.max_epochs": 2}), log=log.append)["stages"]
+    assert [summary[s]["status"] for s in STAGES] == ["skipped"] * 5 + ["ran"] * 3
+    assert list((run / "pipeline" / "previous").glob("sg-*")), "the earlier SG run was not kept"
+    assert (run / "pipeline" / "sg.yaml").is_file() and "max_epochs: 2" in (run / "pipeline" / "sg.yaml").read_text()
+
+
+def test_pipeline_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="missing"):
+        PipelineConfig(stages={"zc": MICRO["zc"]})
+    stages = {k: {**v, "config": str(REPO / v["config"])} for k, v in MICRO.items()}
+    with pytest.raises(ValueError, match="until"):
+        PipelineConfig(stages=stages, until="train")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        PipelineConfig(stages={**stages, "sg": {"config": "nowhere.yaml"}})
