@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
@@ -21,11 +21,10 @@ class NASCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"default_env": False})
-        argv, sys.argv = sys.argv, sys.argv[:1]  # the arguments come in `args`; LightningCLI warns if argv has more
-        try:
+        with warnings.catch_warnings():  # our main() passes the parsed command line as `args`, which LightningCLI
+            # questions when sys.argv is not empty; sys.argv itself must stay, DDP's launcher re-runs it
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
             super().__init__(None, None, *args, **kwargs)
-        finally:
-            sys.argv = argv
 
 
 def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:
