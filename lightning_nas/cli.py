@@ -9,10 +9,13 @@ write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_COMMANDS = ("evaluate", "zc", "cluster", "search", "generate", "export", "pipeline")
+STAGE_MODULES = {"evaluate": ".lightning_cli", "zc": ".zc.stage", "cluster": ".cluster", "search": ".search.stage",
+                 "generate": ".generate", "export": ".export", "pipeline": ".pipeline"}
+STAGE_COMMANDS = tuple(STAGE_MODULES)
 
 
 def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = None) -> dict:
@@ -53,33 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         from .lightning_cli import NASCLI
 
         NASCLI(args=[command, *rest])
-    elif command == "evaluate":
-        from .lightning_cli import evaluate
-
-        evaluate(rest)
-    elif command == "zc":
-        from .zc.stage import main as zc_main
-
-        zc_main(rest)
-    elif command == "cluster":
-        from .cluster import main as cluster_main
-
-        cluster_main(rest)
-    elif command == "search":
-        from .search.stage import main as search_main
-
-        search_main(rest)
-    elif command == "generate":
-        from .generate import main as generate_main
-
-        generate_main(rest)
-    elif command == "export":
-        from .export import main as export_main
-
-        export_main(rest)
-    elif command == "pipeline":
-        from .pipeline import main as pipeline_main
-
-        pipeline_main(rest)
+    elif command in STAGE_COMMANDS:  # each stage module has main(argv), imported only when chosen
+        importlib.import_module(STAGE_MODULES[command], __package__).main(rest)
     else:
         sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")

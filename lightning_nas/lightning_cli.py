@@ -78,3 +78,6 @@ def evaluate(args: list[str]) -> dict:
         summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items())
         print(f"\n{type(data).__name__}: {summary}  (metrics: {out})")
     return metrics
+
+
+main = evaluate  # the `evaluate` command's entry point (lightning_nas.cli dispatches to <module>.main)

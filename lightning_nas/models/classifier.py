@@ -107,6 +107,24 @@ class ArchModule(L.LightningModule):
                              f"model.init_args.in_channels/dims to match the task")
         self.record["input_shape"] = list(x.shape[1:])
 
+    def eval_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss logged on validation/test batches (the training criterion unless a subclass says otherwise)."""
+        return self.criterion(out, y)
+
+    def _evaluate(self, batch, split: str, metric) -> None:
+        x, y = batch
+        self._see(x)
+        out = self(x)
+        metric(out, y)
+        self.log(f"{split}/loss", self.eval_loss(out, y))
+        self.log(f"{split}/{self.metric_name}", metric, prog_bar=split == "val")
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val", self.val_metric)
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test", self.test_metric)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_nas"] = dict(self.record)
 
@@ -226,26 +244,16 @@ class ClassifierModule(ArchModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
-    def _evaluate(self, batch, split: str, metric) -> None:
-        x, y = batch
-        self._see(x)
-        logits = self(x)
-        metric(logits, y)
-        loss = self.criterion(logits, y) if self.task else nn.functional.cross_entropy(logits, y)
-        self.log(f"{split}/loss", loss)
-        self.log(f"{split}/{self.metric_name}", metric, prog_bar=split == "val")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val", self.val_metric)
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test", self.test_metric)
+    def eval_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Plain cross-entropy for the default task (comparable across label smoothing settings)."""
+        return self.criterion(out, y) if self.task else nn.functional.cross_entropy(out, y)
 
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0) -> torch.Tensor:
-        """Class probabilities of the batch (labels, if the batch has them, are ignored)."""
+        """Class (or, for multi-label tasks, label) probabilities of the batch; labels in the batch are ignored."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         logits = self(x)
-        return logits.sigmoid() if self.task is not None and self.task.name == "deepsea" else logits.softmax(dim=-1)
+        multilabel = isinstance(self.criterion, nn.BCEWithLogitsLoss)  # e.g. DeepSEA: independent labels
+        return logits.sigmoid() if multilabel else logits.softmax(dim=-1)
 
 
 class DenseModule(ArchModule):
@@ -285,20 +293,6 @@ class DenseModule(ArchModule):
         loss = self.criterion(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def _evaluate(self, batch, split: str, metric) -> None:
-        x, y = batch
-        self._see(x)
-        out = self(x)
-        metric(out, y)
-        self.log(f"{split}/loss", self.criterion(out, y))
-        self.log(f"{split}/{self.metric_name}", metric, prog_bar=split == "val")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val", self.val_metric)
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test", self.test_metric)
 
 
 def load_teacher(path: str | Path) -> nn.Module:
