@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The whole chain at demo size (zc → … → evaluate on digits) in runs/demo; rerunning skips finished stages.
+# The whole chain at demo size (zc → … → evaluate on digits) in runs/demo, then runs/demo/REPORT.md;
+# rerunning skips finished stages and reuses the report's cached studies.
 demo: $(STAMP)
 	$(PY) -m lightning_nas pipeline --config configs/pipeline/tiny.yaml
+	$(PY) -m lightning_nas report runs/demo --table1_samples 8
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,23 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from lightning_nas.archive import Archive  # noqa: E402
 from lightning_nas.generator import CellGenerator  # noqa: E402
-from lightning_nas.search import ArchEvaluator, Budget, HLEvoConfig, hl_evo  # noqa: E402
-from lightning_nas.search.mutations import mutate_cell  # noqa: E402
-from lightning_nas.space import Arch, Cell  # noqa: E402
+from lightning_nas.search import Budget  # noqa: E402
+from lightning_nas.studies import SEARCH_METHODS, search_study, search_table  # noqa: E402
 from lightning_nas.zc import Probe  # noqa: E402
-
-METHODS = {
-    "HL-Evo(T-CET)+CCNF": {"objective": "tcet", "hl": True},
-    "Evo(T-CET)": {"objective": "tcet", "hl": False},
-    "Evo(Zen)": {"objective": "zen", "hl": False},
-    "Evo(ZiCo)": {"objective": "zico", "hl": False},
-    "Random(T-CET)": {"objective": "tcet", "hl": False, "random": True},
-}
-
-
-def graphnet_cell(cell: Cell | None, cluster: int, rng: random.Random) -> Cell:
-    """The GraphNet baselines' cells: random at the start, then cell-level mutations."""
-    return Cell.random(rng=random.Random(rng.randrange(2**31))) if cell is None else mutate_cell(cell, rng)
 
 
 def main() -> None:
@@ -68,62 +50,18 @@ def main() -> None:
     args = parser.parse_args()
     w = Path(args.workdir)
     seeds = [int(s) for s in args.seeds.split(",")]
-    methods = METHODS if args.methods == "all" else {m: METHODS[m] for m in args.methods.split(",")}
+    methods = list(SEARCH_METHODS) if args.methods == "all" else args.methods.split(",")
     generator = CellGenerator.from_workdir(w)
-    k = len(generator.clusters["means"])
     with Archive(w / "archive.sqlite", create=False) as archive:
         probe = Probe.from_archive(archive)
     budget = Budget(f"{args.budget_params:.0e}", max_params=args.budget_params)
-    tcet = ArchEvaluator(probe, budget, "tcet")
-
-    def ccnf_cell(cell, cluster, rng):
-        return generator.sample(1, cluster=cluster, temperature=0.4, seed=rng.randrange(2**31)).cells[0]
-
-    rows = []
+    done = []
     if args.rows_from:
         text = Path(args.rows_from).read_text().strip()
-        earlier = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
-        rows = [r for r in earlier if r["method"] in methods and r["seed"] in seeds]
-    done = {(r["method"], r["seed"]) for r in rows}
-    with tempfile.TemporaryDirectory() as tmp, Archive(Path(tmp) / "study.sqlite", op_set="graphnet") as study:
-        for name, m in methods.items():
-            for seed in seeds:
-                if (name, seed) in done:
-                    continue
-                start = time.perf_counter()
-                config = HLEvoConfig(args.population, args.iterations, seed, two_phase=m["hl"],
-                                     random_search=m.get("random", False))
-                run = f"{name}-{seed}"
-                state = hl_evo(config, ArchEvaluator(probe, budget, m["objective"]),
-                               ccnf_cell if m["hl"] else graphnet_cell, k if m["hl"] else 1, study, run, method=name)
-                history = study.archs(stage="search", run=run)
-                row = {"method": name, "seed": seed, "evaluations": state.evaluations,
-                       "over_budget": state.over_budget, "failed": state.failed,
-                       "seconds": round(time.perf_counter() - start, 1)}
-                for share in (0.25, 0.5, 1.0):
-                    upto = [r for r in history if r["metrics"]["iteration"] <= share * args.iterations
-                            and r["metrics"]["status"] == "ok"]
-                    best = max(upto, key=lambda r: r["metrics"]["score"])
-                    score = best["metrics"]["score"] if m["objective"] == "tcet" else tcet(Arch.from_json(best["spec"])).score
-                    row[f"tcet@{int(share * 100)}%"] = score
-                row["params"], row["macs"] = best["metrics"]["params"], best["metrics"]["macs"]
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    rows.sort(key=lambda r: (list(methods).index(r["method"]), r["seed"]))
-
-    def cell(method, key, fmt="{:.3g}"):
-        values = [r[key] for r in rows if r["method"] == method and r[key] is not None]
-        if not values:
-            return "–"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
-
-    table = ("| method | best T-CET @25 % | @50 % | @100 % of iterations | params of best | MACs of best | scored | "
-             "over budget | s per run |\n|---|---|---|---|---|---|---|---|---|\n")
-    for name in methods:
-        table += (f"| {name} | {cell(name, 'tcet@25%')} | {cell(name, 'tcet@50%')} | {cell(name, 'tcet@100%')} | "
-                  f"{cell(name, 'params')} | {cell(name, 'macs')} | {cell(name, 'evaluations', '{:.0f}')} | "
-                  f"{cell(name, 'over_budget', '{:.0f}')} | {cell(name, 'seconds', '{:.0f}')} |\n")
+        done = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
+    rows = search_study(generator, probe, budget, methods, seeds, args.iterations, args.population, done,
+                        log=lambda row: print(json.dumps(row), flush=True))
+    table = search_table(rows)
     note = (f"\nBudget {args.budget_params:.3g} params; {args.iterations} iterations after α₀, population "
             f"{args.population}, seeds {seeds}; probe `{probe.id}` (the archive's). T-CET of the best architecture "
             "by each method's own objective (Zen/ZiCo winners rescored with T-CET); mean ± std over seeds.\n")

@@ -8,10 +8,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from sklearn.manifold import TSNE
 from sklearn.mixture import GaussianMixture
 
-from lightning_nas.cluster import gmm_from_fit
+from lightning_nas.cluster import gmm_from_fit, plot_latent_map
 
 
 def gmm_from_clusters(path: str | Path) -> GaussianMixture:
@@ -51,25 +50,9 @@ class LatentMapCallback(L.Callback):
         else:
             gmm = GaussianMixture(self.fallback_k, random_state=self.seed).fit(z)
             source = f"GMM(K={self.fallback_k}) fitted here (no clusters.json)"
-        labels = gmm.predict(z)
-        points = TSNE(2, random_state=self.seed, init="pca", perplexity=min(30, max(5, n // 4))).fit_transform(
-            mu.cpu().numpy())
         path = Path(trainer.default_root_dir) / f"latent_map_epoch{trainer.current_epoch}.png"
-        _plot(points, labels, path, f"G-VAE latents (t-SNE), epoch {trainer.current_epoch}, colours: {source}")
+        plot_latent_map(path, mu.cpu().numpy(), gmm.predict(z),
+                        f"G-VAE latents (t-SNE), epoch {trainer.current_epoch}, colours: {source}", self.seed)
         logger = trainer.logger
         if logger is not None and type(logger).__name__ == "WandbLogger":
             logger.log_image(key="latent_map", images=[str(path)], step=trainer.global_step)
-
-
-def _plot(points: np.ndarray, labels: np.ndarray, path: Path, title: str) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 5), dpi=120)
-    ax = fig.add_subplot()
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6)
-    ax.legend(*scatter.legend_elements(), title="cluster", fontsize=7, loc="best")
-    ax.set_title(title, fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)

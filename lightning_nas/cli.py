@@ -4,7 +4,8 @@ Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for
 ``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
 write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`) and
 ``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`), ``search`` (HL-Evo,
-:mod:`lightning_nas.search.stage`) and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`). Heavy imports happen only once a command is chosen.
+:mod:`lightning_nas.search.stage`) and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`), ``export``, ``pipeline`` (the whole
+chain, :mod:`lightning_nas.pipeline`) and ``report`` (:mod:`lightning_nas.report`). Heavy imports happen only once a command is chosen.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 STAGE_MODULES = {"evaluate": ".lightning_cli", "zc": ".zc.stage", "cluster": ".cluster", "search": ".search.stage",
-                 "generate": ".generate", "export": ".export", "pipeline": ".pipeline"}
+                 "generate": ".generate", "export": ".export", "pipeline": ".pipeline",
+                 "report": ".report"}
 STAGE_COMMANDS = tuple(STAGE_MODULES)
 
 
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
             "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
             "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"
+            "  report <workdir>           REPORT.md of a run: stage results, Tables 1 and 2 at the run's scale, figures\n"
             "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
         )
         return

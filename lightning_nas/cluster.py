@@ -299,6 +299,29 @@ def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+def plot_latent_map(path: str | os.PathLike, latents: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> None:
+    """The paper's Fig. 2: a t-SNE map of G-VAE latents ``latents`` (n × d) coloured by cluster ``labels``, as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.manifold import TSNE
+
+    n = len(latents)
+    points = TSNE(2, random_state=seed, init="pca", perplexity=min(30, max(5, n // 4))).fit_transform(latents)
+    fig = Figure(figsize=(6, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=6)
+    ax.legend(*scatter.legend_elements(), title="cluster", fontsize=7, loc="best")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
 def gmm_from_fit(fit: dict):
     """A fitted scikit-learn ``GaussianMixture`` from stored weights, means and full covariances (no refitting):
     a :func:`fit_clusters` result or a loaded ``clusters.json``."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .space.arch import MAX_CELLS
-from .space.hl import HLArch, HLStage
+from .space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 
 CONDITION_KEYS = ("classes", "input_size", "params", "macs", "flops", "tcet")
 DROPPABLE_KEYS = ("params", "macs", "flops", "tcet")
@@ -179,10 +179,10 @@ class HLTokenizer:
 
     def allowed(self, generated: Sequence[int]) -> tuple[int, ...]:
         """Token ids that may follow ``generated`` (the tokens after ``<sep>``) in a legal sequence: a stage group
-        in order, repeats keeping the total ≤ ``max_cells``, the head only after a stage, ``<eos>`` after the head,
-        ``<pad>`` after ``<eos>``."""
+        in order, repeats keeping the total ≤ ``max_cells``, at most ``MAX_DOWNSAMPLINGS`` stride-2 stages, the head
+        only after a stage, ``<eos>`` after the head, ``<pad>`` after ``<eos>``."""
         g = self._groups
-        cells, stages, phase = 0, 0, 0  # phase: position inside a stage group (0 = a new group or the head)
+        cells, stages, strided, phase = 0, 0, 0, 0  # phase: position inside a stage group (0 = a new group or the head)
         for n, t in enumerate(generated):
             t = int(t)
             if t == EOS or t == PAD:
@@ -190,6 +190,8 @@ class HLTokenizer:
             token = self.vocab[t]
             if token.startswith("head:"):
                 return (EOS,) if n == len(generated) - 1 else (PAD,)
+            if phase == 2:
+                strided += token == "stride:2"
             if phase == 3:
                 cells += int(token.split(":")[1])
                 stages += 1
@@ -199,7 +201,8 @@ class HLTokenizer:
         if phase == 1:
             return g["channels"]
         if phase == 2:
-            return g["stride"]
+            return g["stride"] if strided < MAX_DOWNSAMPLINGS else tuple(t for t in g["stride"]
+                                                                        if self.vocab[t] != "stride:2")
         return g["repeats"][: self.max_cells - cells]
 
     def describe(self, ids: Sequence[int]) -> str:

@@ -13,7 +13,7 @@ from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, hl_evo, mutate, scale_width
 from lightning_nas.search.mutations import mutate_cell
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
-from lightning_nas.space.hl import HLArch, HLStage
+from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.zc import Probe
 from tests.conftest import REPO
 
@@ -42,6 +42,7 @@ def test_mutations_respect_every_constraint_of_the_space():
         assert 1 <= child.hl.num_cells <= MAX_CELLS
         assert all(s.channels in CHANNEL_GRID and s.stride in (1, 2) and 0 <= s.cluster < 4 for s in child.hl.stages)
         assert child.hl.final_channels in CHANNEL_GRID
+        assert child.hl.downsamplings <= max(MAX_DOWNSAMPLINGS, parent.hl.downsamplings)
         child.hl.materialise(child.cells)  # a valid Arch
         if not exploration:  # exploitation keeps the cluster sequence (a stage may only disappear)
             assert "cluster" not in changes and "insert" not in changes
@@ -51,6 +52,7 @@ def test_mutations_respect_every_constraint_of_the_space():
         pool.append(child)
     assert seen == {"cell", "cluster", "channels", "stride", "repeats", "insert", "final"}
     assert max(c.hl.num_cells for c in pool) == MAX_CELLS  # the search can grow to 20 cells
+    assert max(c.hl.downsamplings for c in pool) == MAX_DOWNSAMPLINGS  # … and reach 32× downsampling, not more
 
 
 def test_cell_mutations_give_valid_different_cells_and_reach_every_kind_of_change():
@@ -200,7 +202,7 @@ def test_random_search_and_single_phase_modes(tmp_path):
     rng = random.Random(0)
     for _ in range(200):
         c = random_candidate(rng, 3, gen_cell)
-        assert 2 <= len(c.hl.stages) <= 6 and c.hl.num_cells <= MAX_CELLS
+        assert 2 <= len(c.hl.stages) <= 6 and c.hl.num_cells <= MAX_CELLS and c.hl.downsamplings <= MAX_DOWNSAMPLINGS
         c.hl.materialise(c.cells)
     with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
         hl_evo(HLEvoConfig(population=4, iterations=30, seed=0, random_search=True), CountingEvaluator(),

@@ -14,7 +14,7 @@ from lightning_nas.search.hl_evo import random_candidate
 from lightning_nas.space.arch import MAX_CELLS
 from lightning_nas.space.cell import Cell
 from lightning_nas.space.cost import count_cost
-from lightning_nas.space.hl import HLArch, HLStage
+from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.space.hl_cost import HLParamsEstimate
 from lightning_nas.space.network import build_network
 
@@ -84,17 +84,22 @@ def test_every_sequence_the_grammar_allows_is_a_legal_hl_architecture():
     """Walk the grammar with random choices (and with the always-longest choice): every walk decodes, ≤ 20 cells."""
     tok = HLTokenizer(4)
     rng = random.Random(2)
+    most_strides = 0
     for trial in range(400):
         generated = []
         while not generated or generated[-1] != EOS:
             allowed = tok.allowed(generated)
             assert allowed and all(0 <= t < len(tok) for t in allowed)
-            pick = [t for t in allowed if tok.vocab[t].startswith(("cluster", "repeats:1"))] if trial % 4 == 0 else []
+            longest = {"repeats:1"} | ({"stride:2"} if trial % 8 == 0 else set())  # many stages (all strided)
+            pick = [t for t in allowed if tok.vocab[t].startswith("cluster") or tok.vocab[t] in longest] \
+                if trial % 4 == 0 else []
             generated.append(pick[-1] if pick else rng.choice(allowed))
             assert len(generated) <= 4 * MAX_CELLS + 2
         hl = tok.decode([BOS, SEP, *generated])
-        assert hl.num_cells <= MAX_CELLS and tok.encode(hl)[2:] == generated
+        assert hl.num_cells <= MAX_CELLS and hl.downsamplings <= MAX_DOWNSAMPLINGS and tok.encode(hl)[2:] == generated
+        most_strides = max(most_strides, hl.downsamplings)
     assert tok.allowed([*generated]) == (0,)  # after <eos> only padding
+    assert most_strides == MAX_DOWNSAMPLINGS
 
 
 # ---- the params estimate behind the budget guide ----------------------------------------------------------------

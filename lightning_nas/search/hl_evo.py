@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..archive import Archive
 from ..space.arch import MAX_CELLS, Arch
 from ..space.cell import Cell
-from ..space.hl import HLArch, HLStage
+from ..space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from .evaluate import ArchEvaluator, Evaluation
 from .mutations import Candidate, mutate
 
@@ -79,14 +79,16 @@ class SearchState:
 def random_candidate(
     rng: random.Random, num_clusters: int, new_cell: Callable, final_channels: int | None = 128
 ) -> Candidate:
-    """A random architecture: 2–6 stages, channels 8·2^u (u ∈ 0..5), stride 1 or 2, repeats 1–3 (≤ 20 cells in
-    total), uniform clusters, a cell from ``new_cell(None, cluster, rng)`` per stage."""
+    """A random architecture: 2–6 stages, channels 8·2^u (u ∈ 0..5), stride 1 or 2 (≤ MAX_DOWNSAMPLINGS stride-2
+    stages), repeats 1–3 (≤ 20 cells in total), uniform clusters, a cell from ``new_cell(None, cluster, rng)`` per
+    stage."""
     stages, total = [], 0
     for _ in range(rng.randint(2, 6)):
         repeats = min(rng.randint(1, 3), MAX_CELLS - total)
         if repeats < 1:
             break
-        stages.append(HLStage(rng.randrange(num_clusters), 8 * 2 ** rng.randint(0, 5), rng.choice((1, 2)), repeats))
+        stride = rng.choice((1, 2)) if sum(s.stride == 2 for s in stages) < MAX_DOWNSAMPLINGS else 1
+        stages.append(HLStage(rng.randrange(num_clusters), 8 * 2 ** rng.randint(0, 5), stride, repeats))
         total += repeats
     cells = tuple(new_cell(None, s.cluster, rng) for s in stages)
     return Candidate(HLArch(tuple(stages), final_channels), cells)

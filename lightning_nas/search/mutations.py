@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from ..space.arch import MAX_CELLS
 from ..space.cell import Cell
-from ..space.hl import HLArch, HLStage
+from ..space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from ..space.ops import resolve_op_set
 
 WIDTH_FACTORS = (2.5, 2.0, 1.5, 1.25, 1.0, 1 / 1.25, 1 / 1.5, 1 / 2, 1 / 2.5)
@@ -71,8 +71,9 @@ def mutate(
             cells[i] = new_cell(cells[i], stage.cluster, rng)
         elif change == "channels":
             stage = replace(stage, channels=scale_width(stage.channels, rng.choice(WIDTH_FACTORS)))
-        elif change == "stride":
-            stage = replace(stage, stride=rng.choice((1, 2)))
+        elif change == "stride":  # no more than MAX_DOWNSAMPLINGS stride-2 stages
+            others = sum(s.stride == 2 for j, s in enumerate(stages) if j != i)
+            stage = replace(stage, stride=rng.choice((1, 2)) if others < MAX_DOWNSAMPLINGS else 1)
         elif change == "repeats":
             others = sum(s.repeats for j, s in enumerate(stages) if j != i)
             repeats = min(stage.repeats + rng.choice(REPEAT_DELTAS), MAX_CELLS - others)

@@ -15,6 +15,8 @@ from typing import Any
 from .arch import MAX_CELLS, Arch, Stage, _check_channels, _check_int, _check_stride
 from .cell import Cell
 
+MAX_DOWNSAMPLINGS = 5  # stride-2 stages the generators write at most: 32× (a 32-px input ends at 1 px; ZenNAS's cap)
+
 
 @dataclass(frozen=True)
 class HLStage:
@@ -57,6 +59,11 @@ class HLArch:
     @property
     def num_cells(self) -> int:
         return sum(s.repeats for s in self.stages)
+
+    @property
+    def downsamplings(self) -> int:
+        """Stride-2 stages (the mutations, random architectures and the SG grammar keep it ≤ MAX_DOWNSAMPLINGS)."""
+        return sum(s.stride == 2 for s in self.stages)
 
     def materialise(self, cells: Sequence[Cell], **arch_kw: Any) -> Arch:
         """α(α̂): the architecture with ``cells[i]`` (drawn from cluster ``stages[i].cluster``) in stage i."""

@@ -1,0 +1,347 @@
+"""Command ``report``: ``REPORT.md`` for one run directory — what each stage measured, the run's versions of the
+paper's Table 1 (sampling study) and Table 2 (search comparison), the latent map, BIC curve, Pareto fronts and the
+final architecture's picture.
+
+    python -m lightning_nas report runs/demo [--table1_samples 10] [--table2_seeds [0]] [--table2_iterations 40]
+
+Reads only what the stages left in the directory (``pipeline/state.json`` and ``pipeline/<stage>.yaml`` when the
+pipeline made it, each stage's ``metrics.json``, the archive, checkpoints and ``clusters.json``); a missing stage is
+reported as missing, not an error. The two studies are computed here, at the run's scale: Table 1 around the
+archive's best cell by T-CET, Table 2 under the run's first search budget with the run's iterations and population
+(each overridable). Both are cached in ``<workdir>/report/`` with the settings and artifact fingerprints they were
+computed from, so a rerun redraws the report in seconds and recomputes only what changed (``--refresh true``
+recomputes everything). Figures are linked by relative paths, so the report renders wherever the directory goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .pipeline import STAGES
+
+TABLE2_METHODS = ["HL-Evo(T-CET)+CCNF", "Evo(T-CET)", "Random(T-CET)"]
+
+
+@dataclass
+class ReportConfig:
+    """Settings of the ``report`` command.
+
+    Args:
+        workdir: the run directory (the pipeline's ``workdir``).
+        table1_samples: cells per sampling method in Table 1 (0 leaves the table out).
+        table2_methods: search methods of Table 2 (keys of :data:`lightning_nas.studies.SEARCH_METHODS`; [] leaves
+            the table out).
+        table2_seeds: seeds per method.
+        table2_iterations: iterations per search (default: the run's search stage, else 40).
+        table2_population: population (default: the run's search stage, else 16).
+        table2_budget_params: the params budget (default: the run's first search budget, else 1M).
+        latent_points: cells on the latent map.
+        refresh: recompute the cached studies.
+        seed: seed of the studies and the map.
+    """
+
+    workdir: str = "runs/demo"
+    table1_samples: int = 10
+    table2_methods: list[str] = field(default_factory=lambda: list(TABLE2_METHODS))
+    table2_seeds: list[int] = field(default_factory=lambda: [0])
+    table2_iterations: int | None = None
+    table2_population: int | None = None
+    table2_budget_params: float | None = None
+    latent_points: int = 800
+    refresh: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if not Path(self.workdir).is_dir():
+            raise FileNotFoundError(f"workdir: {self.workdir} is not a directory; give the run directory of a pipeline "
+                                    "run (e.g. runs/demo after make demo)")
+        if self.table1_samples < 0 or self.latent_points < 10:
+            raise ValueError("table1_samples must be ≥ 0 and latent_points ≥ 10")
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fingerprint(*paths: Path) -> str:
+    """Digest of the sizes and modification times of ``paths`` (the artifacts a study read)."""
+    text = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" if p.exists() else f"{p}:-" for p in paths)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cached(path: Path, key: dict, compute, refresh: bool) -> dict:
+    """``compute()`` unless ``path`` holds a result computed with the same ``key``."""
+    stored = _json(path)
+    if stored is not None and stored.get("key") == key and not refresh:
+        return stored["result"]
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "result": result}, indent=1, default=float))
+    return result
+
+
+def _versions() -> str:
+    import lightning
+    import torch
+
+    from . import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return (f"lightning-nas {__version__} (commit {commit}), torch {torch.__version__}, lightning {lightning.__version__}, "
+            f"Python {platform.python_version()}, {platform.machine()}")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return str(value)
+
+
+def _metrics_table(metrics: dict, keys: list[str] | None = None) -> str:
+    keys = keys or [k for k, v in metrics.items() if isinstance(v, int | float | str) and not isinstance(v, bool)]
+    rows = "".join(f"| {k} | {_fmt(metrics.get(k))} |\n" for k in keys if k in metrics)
+    return "| metric | value |\n|---|---|\n" + rows if rows else ""
+
+
+class _Report:
+    """Markdown under construction, with figures linked relative to the report."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.parts = workdir, []
+
+    def add(self, text: str) -> None:
+        self.parts.append(text.rstrip() + "\n\n")
+
+    def figure(self, path: Path, caption: str) -> None:
+        if path.is_file():
+            self.add(f"![{caption}]({path.relative_to(self.workdir).as_posix()})\n\n*{caption}*")
+        else:
+            self.add(f"*{caption}: not produced ({path.relative_to(self.workdir).as_posix()} is missing).*")
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _stages_section(report: _Report, w: Path) -> None:
+    state = _json(w / "pipeline" / "state.json") or {}
+    lines = ["| stage | status | seconds | artifact |", "|---|---|---|---|"]
+    total = 0.0
+    for name, (_, artifact) in STAGES.items():
+        record = state.get(name, {})
+        present = (w / artifact).exists()
+        status = "finished" if record.get("finished") else ("started, not finished" if record else
+                                                             ("present" if present else "missing"))
+        seconds = record.get("seconds")
+        total += seconds or 0.0
+        lines.append(f"| {name} | {status} | {_fmt(seconds, 4)} | `{artifact}`{'' if present else ' (missing)'} |")
+    lines.append(f"| **total** | | **{total:.0f}** | |")
+    report.add("## Stages\n\n" + "\n".join(lines))
+
+
+def _final_section(report: _Report, w: Path) -> None:
+    generated, evaluated = _json(w / "generate" / "metrics.json"), _json(w / "evaluate" / "metrics.json")
+    text = "## Final architecture\n\n"
+    if generated:
+        budget = ", ".join(f"{k} ≤ {v:.3g}" for k, v in (generated.get("budget") or {}).items() if v) or "none"
+        text += (f"Generated for budget {budget} ({generated.get('classes')} classes, {generated.get('input_size')} px): "
+                 f"**{generated.get('params', 0) / 1e6:.3f} M params, {generated.get('macs', 0) / 1e6:.1f} M MACs**, "
+                 f"T-CET {_fmt(generated.get('tcet'))}, from {generated.get('candidates')} candidates "
+                 f"({generated.get('zc_evaluations')} ZC evaluations, {_fmt(generated.get('seconds'))} s). "
+                 "Spec: `generate/arch.json`.\n\n")
+    else:
+        text += "The generate stage has not run.\n\n"
+    if evaluated:
+        text += (f"Trained on **{evaluated.get('task')}** for {evaluated.get('epochs')} epochs: test "
+                 f"{evaluated.get('test_metric_name')} **{_fmt(evaluated.get('test_metric'), 4)}** "
+                 f"({_fmt(evaluated.get('seconds'), 4)} s).")
+    else:
+        text += "The evaluate stage has not run."
+    report.add(text)
+    report.figure(w / "generate" / "arch.png", "the generated architecture: stages and cells")
+
+
+def _latent_map(w: Path, config: ReportConfig) -> Path | None:
+    """Latents of archived cells (labelled ones first) coloured by their cluster; None without G-VAE/clusters."""
+    import numpy as np
+    import torch
+
+    from .archive import Archive
+    from .cluster import gmm_from_fit, plot_latent_map
+    from .models.gvae import GVAEModule
+    from .zc import ZCNormaliser
+    from .zc.vector import Probe
+
+    gvae_path, clusters_path = w / "gvae" / "checkpoints" / "last.ckpt", w / "cluster" / "clusters.json"
+    if not (gvae_path.is_file() and clusters_path.is_file() and (w / "archive.sqlite").is_file()):
+        return None
+    out = w / "report" / "latent_map.png"
+    key = {"fingerprint": _fingerprint(gvae_path, clusters_path), "points": config.latent_points, "seed": config.seed}
+    stamp = w / "report" / "latent_map.json"
+    if out.is_file() and (_json(stamp) or {}).get("key") == key and not config.refresh:
+        return out
+    gvae = GVAEModule.from_checkpoint(gvae_path).eval()
+    fit = json.loads(clusters_path.read_text())
+    with Archive(w / "archive.sqlite", create=False) as archive:
+        probe_id = Probe.from_archive(archive).id
+        normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe_id))
+        labelled = archive.zc(probe_id)
+        hashes = list(labelled)[: config.latent_points]
+        for h, _ in archive.iter_cells(limit=config.latent_points):
+            if len(hashes) >= config.latent_points:
+                break
+            if h not in labelled:
+                hashes.append(h)
+        cells = [archive.get_cell(h) for h in hashes]
+    with torch.no_grad():
+        mu = gvae.encode(cells).cpu()
+        predicted = gvae.predict_zc(mu).cpu().numpy()
+    measured = normaliser.transform([labelled[h] for h in hashes if h in labelled]).numpy()
+    z = predicted.copy()
+    z[: len(measured)] = np.where(np.isfinite(measured).all(1, keepdims=True), measured, predicted[: len(measured)])
+    plot_latent_map(out, mu.numpy(), gmm_from_fit(fit).predict(z),
+                    f"G-VAE latents (t-SNE) of {len(cells)} archived cells; colour: GMM cluster (K = {fit['K']}) of "
+                    f"the measured ZC vector ({len(measured)} cells) or q's prediction", config.seed)
+    stamp.write_text(json.dumps({"key": key}))
+    return out
+
+
+def _table1(w: Path, config: ReportConfig, log) -> str:
+    from .archive import Archive
+    from .generator import CellGenerator
+    from .studies import best_archived_cell, sampling_study, sampling_table
+    from .zc import ZCNormaliser
+    from .zc.vector import Probe
+
+    paths = CellGenerator.artifact_paths(w)
+    if config.table1_samples == 0:
+        return "Left out (`--table1_samples 0`)."
+    if not (paths["gvae"].is_file() and paths["ccnf"].is_file()):
+        return "Needs the G-VAE and CCNF checkpoints of this run (the gvae and ccnf stages)."
+
+    def compute() -> dict:
+        generator = CellGenerator.load(paths["gvae"], paths["ccnf"])
+        with Archive(w / "archive.sqlite", create=False) as archive:
+            probe = Probe.from_archive(archive)
+            normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe.id))
+            reference, _ = best_archived_cell(archive, probe.id)
+        log(f"[report] Table 1: {config.table1_samples} cells per method around the archive's best cell by T-CET")
+        return sampling_study(generator, probe, normaliser, reference, config.table1_samples, config.seed,
+                              log=lambda line: log("[report]" + line))
+
+    key = {"samples": config.table1_samples, "seed": config.seed,
+           "fingerprint": _fingerprint(paths["gvae"], paths["ccnf"], w / "zc" / "metrics.json")}
+    study = _cached(w / "report" / "table1.json", key, compute, config.refresh)
+    return (sampling_table(study, "reference r (best archived T-CET)") +
+            f"\nReference r: the archived cell with the highest T-CET, `{json.dumps(study['reference']['cell'])}`. "
+            f"{config.table1_samples} samples per method, seed {config.seed}, τ = 1; every ZC entry measured on α_x "
+            f"(Eq. 1) of the sampled cells; {study['seconds']:.0f} s. The paper's claim: CCNF samples lie closest to r "
+            "(smallest L1) with a generation success near Random's. Accuracy needs the sampled networks trained.")
+
+
+def _search_settings(w: Path, config: ReportConfig) -> tuple[float, int, int]:
+    search = yaml.safe_load((w / "pipeline" / "search.yaml").read_text()) if (w / "pipeline" / "search.yaml").is_file() \
+        else {}
+    budgets = search.get("budgets") or [{}]
+    budget = config.table2_budget_params or budgets[0].get("max_params") or 1e6
+    return (float(budget), config.table2_iterations or search.get("iterations") or 40,
+            config.table2_population or search.get("population") or 16)
+
+
+def _table2(w: Path, config: ReportConfig, log) -> str:
+    from .archive import Archive
+    from .generator import CellGenerator
+    from .search import Budget
+    from .studies import search_study, search_table
+    from .zc.vector import Probe
+
+    paths = CellGenerator.artifact_paths(w)
+    if not config.table2_methods:
+        return "Left out (`--table2_methods []`)."
+    if not all(p.is_file() for p in paths.values()):
+        return "Needs this run's G-VAE, CCNF and clusters (the gvae, cluster and ccnf stages)."
+    budget, iterations, population = _search_settings(w, config)
+    key = {"methods": config.table2_methods, "seeds": config.table2_seeds, "iterations": iterations,
+           "population": population, "budget": budget, "fingerprint": _fingerprint(*paths.values())}
+
+    def compute() -> dict:
+        generator = CellGenerator.from_workdir(w)
+        with Archive(w / "archive.sqlite", create=False) as archive:
+            probe = Probe.from_archive(archive)
+        log(f"[report] Table 2: {', '.join(config.table2_methods)} × seeds {config.table2_seeds}, {iterations} "
+            f"iterations, budget {budget:.3g} params")
+        start = time.perf_counter()
+        rows = search_study(generator, probe, Budget(f"{budget:.3g}", max_params=budget), config.table2_methods,
+                            config.table2_seeds, iterations, population,
+                            log=lambda row: log(f"[report]   {row['method']} seed {row['seed']}: best T-CET "
+                                                f"{row['tcet@100%']:.4g} in {row['seconds']:.0f} s"))
+        return {"rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+
+    study = _cached(w / "report" / "table2.json", key, compute, config.refresh)
+    return (search_table(study["rows"]) +
+            f"\nBudget {budget:.3g} params; {iterations} iterations after α₀, population {population}, seeds "
+            f"{config.table2_seeds}, all methods in the same harness on the archive's probe; mean ± std over seeds; "
+            f"{study['seconds']:.0f} s. The paper's claim: HL-Evo reaches a higher T-CET than the GraphNet-space "
+            "baselines with fewer evaluations.")
+
+
+def write_report(config: ReportConfig, log=print) -> dict:
+    """Write ``<workdir>/REPORT.md`` (and its figures and cached studies under ``<workdir>/report/``)."""
+    w = Path(config.workdir)
+    start = time.perf_counter()
+    report = _Report(w)
+    report.add(f"# lightning-nas run report: `{w.as_posix()}`\n\nWritten {time.strftime('%Y-%m-%d %H:%M %Z')} by "
+               f"`python -m lightning_nas report {w.as_posix()}` — {_versions()}.")
+    _stages_section(report, w)
+    _final_section(report, w)
+
+    zc = _json(w / "zc" / "metrics.json")
+    report.add("## Zero-cost proxies (stage zc)\n\n" + (_metrics_table(zc) if zc else "Not run."))
+    gvae = _json(w / "gvae" / "metrics.json")
+    report.add("## G-VAE (stage gvae)\n\n" + (_metrics_table(gvae) if gvae else "Not run."))
+    latent_map = _latent_map(w, config)
+    if latent_map is not None:
+        report.figure(latent_map, "latent map (paper Fig. 2): t-SNE of G-VAE latents coloured by GMM cluster")
+    clusters = _json(w / "cluster" / "metrics.json")
+    report.add("## Clusters (stage cluster)\n\n" + (_metrics_table(clusters) if clusters else "Not run."))
+    report.figure(w / "cluster" / "bic_aic.png", "BIC and AIC against K, the chosen K marked")
+    ccnf = _json(w / "ccnf" / "metrics.json")
+    report.add("## CCNF (stage ccnf)\n\n" + (_metrics_table(ccnf) if ccnf else "Not run."))
+    report.add("## Table 1 at this run's scale: sampling around a reference cell\n\n" + _table1(w, config, log))
+
+    search = _json(w / "search" / "metrics.json")
+    report.add("## HL-Evo search (stage search)\n\n" + (_metrics_table(search) if search else "Not run."))
+    for pareto in sorted((w / "search").glob("pareto_*.png")):
+        report.figure(pareto, f"Pareto front (T-CET vs params), budget {pareto.stem.removeprefix('pareto_')}")
+    report.add("## Table 2 at this run's scale: search methods under one budget\n\n" + _table2(w, config, log))
+    sg = _json(w / "sg" / "metrics.json")
+    report.add("## Sequence generator (stage sg)\n\n" + (_metrics_table(sg) if sg else "Not run."))
+
+    path = w / "REPORT.md"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(report.text())
+    tmp.replace(path)
+    seconds = round(time.perf_counter() - start, 1)
+    log(f"[report] wrote {path} in {seconds:.0f} s")
+    return {"report": str(path), "seconds": seconds, "settings": asdict(config)}
+
+
+def main(argv: list[str]) -> dict:
+    from .cli import run_stage
+
+    if argv and not argv[0].startswith("-"):  # report <workdir> [...]
+        argv = ["--workdir", argv[0], *argv[1:]]
+    return run_stage(argv, ReportConfig, write_report, "report", __doc__)
