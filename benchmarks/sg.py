@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -61,18 +62,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--paper", action="store_true", help="also time a GPT-Neo-125M-shaped network")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    figures = {}
     tokenizer = HLTokenizer(8)
     torch.manual_seed(0)
     tiny = SGModule(tokenizer=tokenizer.to_dict()).to(args.device)
     params = sum(p.numel() for p in tiny.parameters())
+    figures["tiny_train_sequences_per_s"] = train_rate(tiny, batch(tokenizer, 32, args.device), args.steps)
     print(f"tiny GPT-Neo ({params / 1e6:.2f}M params), batch 32, {len(batch(tokenizer, 1, 'cpu')['input_ids'][0])} "
-          f"tokens: {train_rate(tiny, batch(tokenizer, 32, args.device), args.steps):.0f} sequences/s")
+          f"tokens: {figures['tiny_train_sequences_per_s']:.0f} sequences/s")
     if args.paper:
         big = SGModule(tokenizer=tokenizer.to_dict(), hidden_size=768, num_layers=12, num_heads=12,
                        max_positions=2048).to(args.device)
         params = sum(p.numel() for p in big.parameters())
-        rate = train_rate(big, batch(tokenizer, 1, args.device), max(3, args.steps // 4))
+        rate = figures["paper_train_sequences_per_s"] = train_rate(big, batch(tokenizer, 1, args.device),
+                                                                   max(3, args.steps // 4))
         print(f"GPT-Neo-125M-shaped ({params / 1e6:.0f}M params with our vocabulary), batch 1: {rate:.1f} sequences/s "
               f"→ {60_000 / rate / 3600:.2f} h per epoch of the paper's 60,000 architectures")
     tiny.eval()
@@ -85,7 +90,10 @@ def main() -> None:
         n = 0
         while time.perf_counter() - start < 3:
             n += len(tiny.generate([prompt], **kw)[0])
-        print(f"decoding, {name}: {n / (time.perf_counter() - start):.1f} HL architectures/s")
+        figures[f"decode_{name}_per_s"] = n / (time.perf_counter() - start)
+        print(f"decoding, {name}: {figures[f'decode_{name}_per_s']:.1f} HL architectures/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ part of this number.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     n = args.images or (50_000 if args.device == "cuda" else 2_048)
     gen = torch.Generator().manual_seed(0)
@@ -64,6 +66,9 @@ def main() -> None:
     memory = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if args.device == "cuda" else ""
     print(f"{Path(args.arch).name}: {cost['params'] / 1e6:.2f}M params, {cost['macs'] / 1e6:.0f}M MACs; "
           f"{images} images in {meter.seconds:.1f} s = {images / meter.seconds:.0f} images/s on {args.device}{memory}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"images_per_s": images / meter.seconds, "device": args.device,
+                                               "params": cost["params"], "macs": cost["macs"]}, indent=2))
 
 
 if __name__ == "__main__":

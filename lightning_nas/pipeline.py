@@ -17,8 +17,10 @@ that was killed resumes where it stood — the zc and search stages continue fro
 their ``last.ckpt`` (``--ckpt_path last``) when the killed attempt had the same fingerprint. Outputs of an earlier
 config that a rerun would overwrite are moved to ``<workdir>/pipeline/previous/``, never deleted.
 
-W&B: every stage's runs join the group ``pipeline-<workdir name>`` (``WANDB_RUN_GROUP``); with ``WANDB_MODE=disabled``
-nothing is logged.
+W&B: every stage's runs join the group ``pipeline-<workdir name>`` (``WANDB_RUN_GROUP``), each with its config,
+metrics and pictures; a last run ``pipeline-summary`` of the same group holds the table of stages (status, seconds,
+reason), the final architecture's cost and test metric and its picture (offline unless ``WANDB_MODE`` says
+otherwise). With ``WANDB_MODE=disabled`` nothing is logged; ``wandb: false`` skips the summary run.
 """
 
 from __future__ import annotations
@@ -55,27 +57,45 @@ class PipelineConfig:
     Args:
         workdir: the run directory every stage writes into.
         rewrite: the path prefix of the stage configs replaced by ``workdir``.
-        stages: per stage, ``{config: <YAML of the stage>, set: {dotted.key: value}}``; all eight are needed.
+        stages: per stage (all eight, or those up to ``until``), ``{config: <YAML of the stage, or a list of YAMLs
+            merged in order (e.g. a task and a training recipe)>, set: {dotted.key: value}}``.
         until: stop after this stage (default: run all).
+        wandb: log the summary run to W&B (the stages log through their own configs).
     """
 
     workdir: str = "runs/demo"
     rewrite: str = "runs/tiny"
     stages: dict[str, dict] = field(default_factory=dict)
     until: str | None = None
+    wandb: bool = True
 
     def __post_init__(self):
-        missing = [s for s in STAGES if s not in self.stages]
-        unknown = sorted(set(self.stages) - set(STAGES))
-        if missing or unknown:
-            raise ValueError(f"stages: missing {missing}, unknown {unknown}; the chain is {', '.join(STAGES)}")
-        for name, spec in self.stages.items():
-            if not isinstance(spec, dict) or "config" not in spec or set(spec) - {"config", "set"}:
-                raise ValueError(f"stages.{name}: expected {{config: <YAML path>, set: {{dotted.key: value}}}}")
-            if not Path(spec["config"]).is_file():
-                raise FileNotFoundError(f"stages.{name}.config: {spec['config']} does not exist")
         if self.until is not None and self.until not in STAGES:
             raise ValueError(f"until: {self.until!r}; choose from {', '.join(STAGES)}")
+        chain = list(STAGES)[: list(STAGES).index(self.until) + 1] if self.until else list(STAGES)
+        missing = [s for s in chain if s not in self.stages]
+        unknown = sorted(set(self.stages) - set(STAGES))
+        if missing or unknown:
+            raise ValueError(f"stages: missing {missing}, unknown {unknown}; the chain is {', '.join(STAGES)}"
+                             + (f" (up to until: {self.until})" if self.until else ""))
+        for name, spec in self.stages.items():
+            if not isinstance(spec, dict) or "config" not in spec or set(spec) - {"config", "set"}:
+                raise ValueError(f"stages.{name}: expected {{config: <YAML path or list>, set: {{dotted.key: value}}}}")
+            for path in _config_paths(spec):
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"stages.{name}.config: {path} does not exist")
+
+
+def _config_paths(spec: dict) -> list[str]:
+    return [spec["config"]] if isinstance(spec["config"], str) else list(spec["config"])
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """``update`` deep-merged onto ``base`` (mappings merge key by key; anything else is replaced)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _rewrite(value: Any, old: str, new: str) -> Any:
@@ -116,7 +136,10 @@ def _has(config: dict, dotted: str) -> bool:
 
 def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
     """The settings a stage runs with: its YAML re-rooted at ``workdir``, then the ``set`` overrides."""
-    config = _rewrite(yaml.safe_load(Path(spec["config"]).read_text()) or {}, rewrite, workdir)
+    config = {}
+    for path in _config_paths(spec):
+        config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    config = _rewrite(config, rewrite, workdir)
     for key, value in (spec.get("set") or {}).items():
         value = json.loads(json.dumps(value).replace("{workdir}", workdir))
         _set(config, key, value)
@@ -224,7 +247,31 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
         e = json.loads(evaluated.read_text())
         result["evaluation"] = {k: e.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}
     (meta / "summary.json").write_text(json.dumps(result, indent=2))
+    if config.wandb and os.environ.get("WANDB_MODE", "offline") != "disabled":
+        _log_summary(workdir, result)
     return result
+
+
+def _log_summary(workdir: Path, result: dict) -> None:
+    """The final W&B run of the group: the stage table, the architecture's cost and test metric, its picture."""
+    import wandb
+
+    run = wandb.init(project="lightning-nas", group=os.environ["WANDB_RUN_GROUP"], name="pipeline-summary",
+                     job_type="summary", dir=str(workdir / "pipeline"), mode=os.environ.get("WANDB_MODE", "offline"),
+                     config={"workdir": str(workdir)}, reinit="finish_previous")
+    table = wandb.Table(columns=["stage", "status", "seconds", "reason"])
+    for name, record in result["stages"].items():
+        table.add_data(name, record["status"], record["seconds"], record.get("reason", ""))
+    logged = {"stages": table, "total_seconds": sum(r["seconds"] for r in result["stages"].values())}
+    for key, value in {**result.get("architecture", {}), **result.get("evaluation", {})}.items():
+        if isinstance(value, int | float):
+            logged[f"final/{key}"] = value
+    picture = workdir / "generate" / "arch.png"
+    if picture.is_file():
+        logged["final/architecture"] = wandb.Image(str(picture))
+    run.log(logged)
+    run.summary.update({k: v for k, v in logged.items() if isinstance(v, int | float)})
+    run.finish()
 
 
 def main(argv: list[str]) -> dict:

@@ -42,7 +42,8 @@ class ReportConfig:
         table2_seeds: seeds per method.
         table2_iterations: iterations per search (default: the run's search stage, else 40).
         table2_population: population (default: the run's search stage, else 16).
-        table2_budget_params: the params budget (default: the run's first search budget, else 1M).
+        table2_budget_params: a params-only budget (default: the run's first search budget with all its limits,
+            else 1M params).
         latent_points: cells on the latent map.
         refresh: recompute the cached studies.
         seed: seed of the studies and the map.
@@ -252,12 +253,15 @@ def _table1(w: Path, config: ReportConfig, log) -> str:
             "(smallest L1) with a generation success near Random's. Accuracy needs the sampled networks trained.")
 
 
-def _search_settings(w: Path, config: ReportConfig) -> tuple[float, int, int]:
-    search = yaml.safe_load((w / "pipeline" / "search.yaml").read_text()) if (w / "pipeline" / "search.yaml").is_file() \
-        else {}
-    budgets = search.get("budgets") or [{}]
-    budget = config.table2_budget_params or budgets[0].get("max_params") or 1e6
-    return (float(budget), config.table2_iterations or search.get("iterations") or 40,
+def _search_settings(w: Path, config: ReportConfig) -> tuple[dict, int, int]:
+    """Table 2's budget (limits by unit), iterations and population: the run's search stage unless overridden."""
+    path = w / "pipeline" / "search.yaml"
+    search = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    first = (search.get("budgets") or [{}])[0]
+    limits = {unit: first.get(f"max_{unit}") for unit in ("params", "macs", "flops") if first.get(f"max_{unit}")}
+    if config.table2_budget_params or not limits:
+        limits = {"params": float(config.table2_budget_params or 1e6)}
+    return (limits, config.table2_iterations or search.get("iterations") or 40,
             config.table2_population or search.get("population") or 16)
 
 
@@ -273,18 +277,20 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
         return "Left out (`--table2_methods []`)."
     if not all(p.is_file() for p in paths.values()):
         return "Needs this run's G-VAE, CCNF and clusters (the gvae, cluster and ccnf stages)."
-    budget, iterations, population = _search_settings(w, config)
+    limits, iterations, population = _search_settings(w, config)
+    budget_text = ", ".join(f"{unit} ≤ {value:.3g}" for unit, value in limits.items())
     key = {"methods": config.table2_methods, "seeds": config.table2_seeds, "iterations": iterations,
-           "population": population, "budget": budget, "fingerprint": _fingerprint(*paths.values())}
+           "population": population, "budget": limits, "fingerprint": _fingerprint(*paths.values())}
 
     def compute() -> dict:
         generator = CellGenerator.from_workdir(w)
         with Archive(w / "archive.sqlite", create=False) as archive:
             probe = Probe.from_archive(archive)
         log(f"[report] Table 2: {', '.join(config.table2_methods)} × seeds {config.table2_seeds}, {iterations} "
-            f"iterations, budget {budget:.3g} params")
+            f"iterations, budget {budget_text}")
         start = time.perf_counter()
-        rows = search_study(generator, probe, Budget(f"{budget:.3g}", max_params=budget), config.table2_methods,
+        budget = Budget(budget_text, **{f"max_{unit}": value for unit, value in limits.items()})
+        rows = search_study(generator, probe, budget, config.table2_methods,
                             config.table2_seeds, iterations, population,
                             log=lambda row: log(f"[report]   {row['method']} seed {row['seed']}: best T-CET "
                                                 f"{row['tcet@100%']:.4g} in {row['seconds']:.0f} s"))
@@ -292,7 +298,7 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
 
     study = _cached(w / "report" / "table2.json", key, compute, config.refresh)
     return (search_table(study["rows"]) +
-            f"\nBudget {budget:.3g} params; {iterations} iterations after α₀, population {population}, seeds "
+            f"\nBudget {budget_text}; {iterations} iterations after α₀, population {population}, seeds "
             f"{config.table2_seeds}, all methods in the same harness on the archive's probe; mean ± std over seeds; "
             f"{study['seconds']:.0f} s. The paper's claim: HL-Evo reaches a higher T-CET than the GraphNet-space "
             "baselines with fewer evaluations.")

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from lightning_nas.space import Cell
-from lightning_nas.space.nb201 import parse_nb201
+from lightning_nas.space.nb201 import nb201_from_cell, parse_nb201
 
 BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
 TO_NB201 = {"conv_k1": "nor_conv_1x1", "conv_k3": "nor_conv_3x3", "avg_pool_k3": "avg_pool_3x3"}
@@ -152,3 +152,17 @@ def test_best_cell_and_arch_string_errors():
             Cell.from_nb201(bad)
     with pytest.raises(ValueError, match="not reachable"):
         Cell.from_nb201("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+
+
+def test_nb201_cell_sampler_covers_every_distinct_cell_once_per_pass():
+    from lightning_nas.space.nb201 import nb201_arch_strings, sample_nb201_cells
+    from lightning_nas.zc.stage import ZCStageConfig
+
+    assert len(nb201_arch_strings()) == 15_625 and len(set(nb201_arch_strings())) == 15_625
+    cells = list(sample_nb201_cells(15_284, seed=1))
+    assert len({c.canonical_hash() for c in cells}) == 8_764  # every reachable string once, isomorphs merged
+    assert all(nb201_from_cell(c) is not None for c in cells[:500])
+    assert [c.canonical_hash() for c in sample_nb201_cells(20, seed=1)] == [c.canonical_hash() for c in cells[:20]]
+    assert cells[:20] != list(sample_nb201_cells(20, seed=2))
+    with pytest.raises(ValueError, match="shape"):
+        ZCStageConfig(op_set="graphnet", shape="nb201")

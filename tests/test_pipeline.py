@@ -54,7 +54,7 @@ def micro_config(tmp_path, **changes) -> PipelineConfig:
 
 
 @pytest.mark.slow
-def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_path):
+def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_path, monkeypatch):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     config_file = tmp_path / "micro.yaml"
     config = micro_config(tmp_path)
@@ -75,7 +75,7 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     killed = json.loads(state.read_text())
     assert killed["gvae"]["finished"] and not killed["ccnf"]["finished"]
 
-    os.environ["WANDB_MODE"] = "disabled"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     log: list[str] = []
     result = run_pipeline(config, log=log.append)
     summary = result["stages"]
@@ -93,6 +93,29 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     assert [summary[s]["status"] for s in STAGES] == ["skipped"] * 5 + ["ran"] * 3
     assert list((run / "pipeline" / "previous").glob("sg-*")), "the earlier SG run was not kept"
     assert (run / "pipeline" / "sg.yaml").is_file() and "max_epochs: 2" in (run / "pipeline" / "sg.yaml").read_text()
+
+    # the W&B summary run (offline): the stage table and the final architecture's numbers
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_pipeline(micro_config(tmp_path, sg={"trainer.max_epochs": 2}), log=log.append)
+    offline = list((run / "pipeline" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+    # the report: every section, both studies at micro size, figures linked relative to the run directory
+    from lightning_nas.report import ReportConfig, write_report
+
+    settings = {"workdir": str(run), "table1_samples": 2, "table2_iterations": 2, "table2_population": 3,
+                "latent_points": 30}
+    write_report(ReportConfig(**settings), log=log.append)
+    report = (run / "REPORT.md").read_text()
+    for heading in ("## Stages", "## Final architecture", "## Table 1", "## Table 2", "## Clusters", "## Sequence"):
+        assert heading in report
+    assert "| CCNF | " in report and "| HL-Evo(T-CET)+CCNF | " in report and "| Random(T-CET) | " in report
+    assert f"test acc **{metrics['test_metric']:.4g}**" in report
+    for link in ("report/latent_map.png", "cluster/bic_aic.png", "search/pareto_small.png", "generate/arch.png"):
+        assert f"]({link})" in report and (run / link).is_file(), link
+    studies = (run / "report" / "table2.json").stat().st_mtime_ns
+    write_report(ReportConfig(**settings), log=log.append)  # cached: the studies are not recomputed
+    assert (run / "report" / "table2.json").stat().st_mtime_ns == studies
 
 
 def test_pipeline_config_errors(tmp_path):

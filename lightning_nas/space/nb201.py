@@ -75,18 +75,42 @@ def nb201_from_cell(cell: Cell) -> str | None:
     return _nb201_by_hash().get(cell.canonical_hash())
 
 
+def nb201_arch_strings() -> list[str]:
+    """All 15,625 NAS-Bench-201 arch strings, in the benchmark's edge-op order."""
+    out = []
+    for ops in itertools.product(NB201_EDGE_OPS, repeat=len(_EDGES)):
+        by_node = [[f"{op}~{i}" for (i, j), op in zip(_EDGES, ops, strict=True) if j == node] for node in (1, 2, 3)]
+        out.append("+".join("|" + "|".join(group) + "|" for group in by_node))
+    return out
+
+
+def sample_nb201_cells(n: int, seed: int = 0):
+    """``n`` cells of NB201's shape: the reachable NB201 arch strings (15,284 of 15,625) in a seeded random order,
+    each as its GraphNet cell; past the last string the order repeats. Isomorphic strings give equal cells (8,764
+    distinct), so the archive keeps each once."""
+    import random
+
+    strings = []
+    for arch_str in nb201_arch_strings():
+        try:
+            strings.append((arch_str, cell_from_nb201(arch_str)))
+        except ValueError:
+            continue
+    random.Random(seed).shuffle(strings)
+    for i in range(n):
+        yield strings[i % len(strings)][1]
+
+
 @lru_cache(maxsize=1)
 def _nb201_by_hash() -> dict[str, str]:
     """Canonical hash → the NB201 string of that cell with the fewest non-``none`` edges (ties: smallest string)."""
     table: dict[str, tuple[int, str]] = {}
-    for ops in itertools.product(NB201_EDGE_OPS, repeat=len(_EDGES)):
-        by_node = [[f"{op}~{i}" for (i, j), op in zip(_EDGES, ops, strict=True) if j == node] for node in (1, 2, 3)]
-        arch_str = "+".join("|" + "|".join(group) + "|" for group in by_node)
+    for arch_str in nb201_arch_strings():
         try:
             cell = cell_from_nb201(arch_str)
         except ValueError:
             continue
-        key = (sum(op != "none" for op in ops), arch_str)
+        key = (sum(not token.startswith("none~") for token in re.findall(r"[a-z0-9_]+~\d", arch_str)), arch_str)
         h = cell.canonical_hash()
         if h not in table or key < table[h]:
             table[h] = key

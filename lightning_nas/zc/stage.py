@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..archive import Archive
 from ..space import Cell, resolve_op_set, sample_cells
+from ..space.nb201 import sample_nb201_cells
 from .vector import PROBE_SOURCES, Probe, ZCNormaliser, cell_scores
 
 
@@ -45,6 +46,8 @@ class ZCStageConfig:
     Args:
         workdir: run directory (the archive is ``<workdir>/archive.sqlite``).
         op_set: op set of the sampled cells (``graphnet`` or ``nb201``).
+        shape: ``any`` — random cells of up to 6 op nodes (:meth:`Cell.random`); ``nb201`` — NAS-Bench-201 cells
+            (every reachable benchmark string once, in a seeded order; needs ``op_set: nb201``).
         unlabelled: cells sampled into the archive (N).
         labelled: of those, how many get a ZC vector (M, the first M in sample order).
         seed: seed of the cell stream.
@@ -57,6 +60,7 @@ class ZCStageConfig:
 
     workdir: str = "runs/tiny"
     op_set: str = "graphnet"
+    shape: str = "any"
     unlabelled: int = 1000
     labelled: int = 64
     seed: int = 0
@@ -70,6 +74,8 @@ class ZCStageConfig:
         if isinstance(self.probe, dict):
             self.probe = ProbeConfig(**self.probe)
         resolve_op_set(self.op_set)
+        if self.shape not in ("any", "nb201") or (self.shape == "nb201" and self.op_set != "nb201"):
+            raise ValueError(f"shape: {self.shape!r}; 'any', or 'nb201' together with op_set: nb201")
         if self.unlabelled < 1 or not 0 <= self.labelled <= self.unlabelled:
             raise ValueError(f"labelled/unlabelled: need 0 ≤ labelled ({self.labelled}) ≤ unlabelled ({self.unlabelled})")
         if self.probe.source not in PROBE_SOURCES:
@@ -132,7 +138,8 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
 
     with Archive(workdir / "archive.sqlite", op_set=config.op_set) as archive:
         archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y, {"batch_size": config.probe.batch_size})
-        cells = list(sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
+        cells = list(sample_nb201_cells(config.unlabelled, config.seed) if config.shape == "nb201" else
+                     sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
         archive.add_cells(cells, run=config.run, stage="zc", start_index=0)
         labelled: dict[str, Cell] = {}
         for cell in cells:
