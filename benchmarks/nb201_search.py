@@ -72,11 +72,17 @@ NASWOT_PUBLISHED = "92.96 ± 0.81"  # Mellor et al. 2021, CIFAR-10, N = 100
 class ZCCache:
     """ZC vectors by canonical hash in a SQLite archive beside the run's, with the seconds each took."""
 
-    def __init__(self, path: Path, probe: Probe):
+    def __init__(self, path: Path, probe: Probe, seed_from: Archive | None = None):
         self.archive = Archive(path, op_set="nb201")
         self.archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y, {})
         self.probe = probe
-        self.rows = {r["cell_hash"]: r for r in self.archive.zc_rows(probe.id)}
+        self.rows = {r["hash"]: r for r in self.archive.zc_rows(probe.id) if r["status"] == "ok"}
+        self.cells = {h: self.archive.get_cell(h) for h in self.rows}
+        if seed_from is not None:  # the pretraining archive's ZC vectors on the same probe, with their seconds
+            for row in seed_from.zc_rows(probe.id):
+                if row["status"] == "ok" and row["hash"] not in self.rows:
+                    self.rows[row["hash"]] = row
+                    self.cells[row["hash"]] = seed_from.get_cell(row["hash"])
         self.computed, self.compute_seconds = 0, 0.0
 
     def __call__(self, cell: Cell) -> tuple[dict, float]:
@@ -87,7 +93,8 @@ class ZCCache:
             seconds = time.perf_counter() - start
             self.archive.add_cells([cell], run="nb201-search", stage="nb201")
             self.archive.add_zc(h, self.probe.id, values, "ok", "", seconds)
-            self.rows[h] = {"cell_hash": h, "values": values, "seconds": seconds, "status": "ok"}
+            self.rows[h] = {"hash": h, "values": values, "seconds": seconds, "status": "ok"}
+            self.cells[h] = cell
             self.computed += 1
             self.compute_seconds += time.perf_counter() - start
         row = self.rows[h]
@@ -209,6 +216,33 @@ def cluster_ranking(workdir: Path, probe_id: str) -> list[tuple[int, float, int]
     return sorted(((k, statistics.mean(v), len(v)) for k, v in groups.items()), key=lambda r: -r[1])
 
 
+def diagnosis(cache: ZCCache, truth: dict) -> str:
+    """Where selection quality is lost: over every cell whose ZC vector is known, how the proxies rank accuracy,
+    and what their best cells score against the best cell present."""
+    from scipy.stats import spearmanr
+
+    cells = []
+    for h, row in cache.rows.items():
+        arch_str = nb201_from_cell(cache.cells[h])
+        if arch_str is None:
+            continue
+        cells.append((row["values"], truth[arch_str]))
+    if len(cells) < 3:
+        return ""
+    acc = [r.cifar10 for _, r in cells]
+    lines = [f"\n## Where the quality is lost\n\nOver the {len(cells)} NB201 cells with a known ZC vector "
+             f"(cached by these searches and the pretraining; best CIFAR-10 among them {max(acc):.2f}):\n"]
+    for proxy in ("tcet", "naswot", "snip_ssnr", "params"):
+        values = [v[proxy] for v, _ in cells]
+        rho = spearmanr(values, acc).statistic
+        top = sorted(range(len(cells)), key=lambda i: -values[i])
+        best = cells[top[0]][1]
+        top10 = statistics.mean(cells[i][1].cifar10 for i in top[:10])
+        lines.append(f"- {proxy}: Spearman ρ with CIFAR-10 {rho:+.3f}; its best cell scores {best.cifar10:.2f} / "
+                     f"{best.cifar100:.2f} / {best.imagenet16:.2f}; mean CIFAR-10 of its top 10: {top10:.2f}")
+    return "\n".join(lines) + "\n"
+
+
 def fmt(values: list[float], digits: int = 2) -> str:
     if not values:
         return "–"
@@ -259,7 +293,7 @@ def main() -> None:
     truth = {r.arch_str: r for r in read_nb201_csv(csv)}
 
     pretrain = yaml.safe_load(Path(args.pretrain).read_text())
-    pretrain["workdir"] = args.workdir
+    pretrain["workdir"], pretrain["wandb"] = args.workdir, False  # the stages log; no summary run per call
     run_pipeline(PipelineConfig(**pretrain), log=print)
     workdir = Path(args.workdir)
     state = json.loads((workdir / "pipeline" / "state.json").read_text())
@@ -272,7 +306,8 @@ def main() -> None:
     ranking = cluster_ranking(workdir, probe.id)
     top = ranking[0][0]
     print("clusters by mean T-CET: " + ", ".join(f"{k}: {m:.0f} ({n})" for k, m, n in ranking), flush=True)
-    cache = ZCCache(workdir / "nb201_search_cache.sqlite", probe)
+    with Archive(workdir / "archive.sqlite", create=False) as archive:
+        cache = ZCCache(workdir / "nb201_search_cache.sqlite", probe, seed_from=archive)
     strings = nb201_arch_strings()
 
     jsonl = Path(args.out).with_suffix(".jsonl")
@@ -317,7 +352,8 @@ def main() -> None:
             + ", ".join(f"{k} ({m:.0f}, {c} cells)" for k, m, c in ranking)
             + f". Ours draws from cluster {top}. Accuracies: NATS-Bench-TSS 200-epoch test accuracy (%) of the "
             "selected cell's NB201 string.\n")
-    text = "# Search on NAS-Bench-201 at equal ZC-evaluation budgets\n\n" + table(rows, budgets) + note
+    text = ("# Search on NAS-Bench-201 at equal ZC-evaluation budgets\n\n" + table(rows, budgets) + note
+            + diagnosis(cache, truth))
     Path(args.out).write_text(text)
     print(text)
 

@@ -104,8 +104,10 @@ def main() -> None:
     table += (f"| evaluate: final training (not in the paper's 30 h) | {epochs} epochs × 50,000 CIFAR images | "
               f"{units['train']['images_per_s']:.0f} images/s | {train_s / 3600:,.1f} | |\n")
     note = (f"\nMeasured on `{args.device}` ({time.strftime('%Y-%m-%d')}); search unit cost from `{args.workdir}`'s "
-            "G-VAE/CCNF (the evaluation time is the CCNF cells + network build + T-CET on the probe batch, which does "
-            "not depend on how well those models are trained). Rerun with `--device cuda` on a GPU for the GPU column.\n")
+            f"G-VAE/CCNF and probe ({units['search']['probe']}; the paper's is a CIFAR-10 batch of 64, so this row "
+            "is low by up to 2×); an evaluation is CCNF cells + network build + T-CET, which does not depend on how "
+            "well those models are trained. ZC: our proxies on α_x with a 64-image CIFAR-shaped batch. Rerun with "
+            "`--device cuda` on a GPU for the GPU column.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("# Paper-scale cost estimated from measured unit costs\n\n" + table + note)
     Path(args.out).with_suffix(".json").write_text(json.dumps(units, indent=1, default=str))
