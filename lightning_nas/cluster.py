@@ -236,6 +236,8 @@ class ClusterStageConfig:
         tolerance: share of the whole BIC/AIC improvement that may still be left beyond the chosen K.
         gvae: a G-VAE checkpoint; when set, the unlabelled cells are assigned through q(f(x)) too.
         batch_size: cells encoded at once for ``gvae``.
+        wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
+            otherwise, :mod:`lightning_nas.tracking`).
     """
 
     workdir: str = "runs/tiny"
@@ -248,6 +250,7 @@ class ClusterStageConfig:
     tolerance: float = 0.05
     gvae: str | None = None
     batch_size: int = 1024
+    wandb: bool = False
 
     def __post_init__(self):
         if not 1 <= self.k_min <= self.k_max:
@@ -481,6 +484,12 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         "probe": probe_id,
     }
     _write_json(stage_dir / "metrics.json", metrics)
+    if config.wandb:
+        from .tracking import log_stage
+
+        log_stage("cluster", stage_dir, asdict(config), {**metrics, **{f"bic/k={n}": v for n, v in
+                                                                       zip(fit["ks"], fit["bic"], strict=True)}},
+                  {"bic_aic": stage_dir / "bic_aic.png"})
     return metrics
 
 

@@ -31,6 +31,7 @@ from .archive import Archive
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
 from .space.arch import Arch
 from .space.hl import HLArch
+from .tracking import log_stage
 from .zc.vector import Probe
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
@@ -78,6 +79,8 @@ class GenerateConfig:
         temperature: CCNF τ around the cluster mean.
         seed: seed of the cell draws (the SG's decoding is deterministic).
         out: output directory (default ``<workdir>/generate``).
+        wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
+            otherwise, :mod:`lightning_nas.tracking`).
     """
 
     workdir: str = "runs/tiny"
@@ -95,6 +98,7 @@ class GenerateConfig:
     temperature: float = 0.4
     seed: int = 0
     out: str | None = None
+    wandb: bool = False
 
     def __post_init__(self):
         if isinstance(self.budget, dict):
@@ -232,6 +236,8 @@ def run_generate(config: GenerateConfig) -> dict:
     metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
                     "arch": str(out / "arch.json")})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if config.wandb:
+        log_stage("generate", out, asdict(config), metrics, {"architecture": out / "arch.png"})
     return metrics
 
 

@@ -342,7 +342,13 @@ def write_report(config: ReportConfig, log=print) -> dict:
     tmp.replace(path)
     seconds = round(time.perf_counter() - start, 1)
     log(f"[report] wrote {path} in {seconds:.0f} s")
-    return {"report": str(path), "seconds": seconds, "settings": asdict(config)}
+    result = {"report": str(path), "seconds": seconds, "settings": asdict(config)}
+    generated, evaluated = _json(w / "generate" / "metrics.json"), _json(w / "evaluate" / "metrics.json")
+    if generated:  # the answer, last on the screen
+        result["architecture"] = {k: generated.get(k) for k in ("arch", "params", "macs", "flops", "tcet")}
+    if evaluated:
+        result["evaluation"] = {k: evaluated.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}
+    return result
 
 
 def main(argv: list[str]) -> dict:

@@ -126,3 +126,23 @@ def test_pipeline_config_errors(tmp_path):
         PipelineConfig(stages=stages, until="train")
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         PipelineConfig(stages={**stages, "sg": {"config": "nowhere.yaml"}})
+
+
+def test_stage_runs_log_to_wandb_offline_and_not_when_disabled(tmp_path, monkeypatch):
+    """The non-Lightning stages' W&B runs (lightning_nas.tracking): settings, numbers and pictures in an offline run;
+    nothing at all with WANDB_MODE=disabled."""
+    from lightning_nas.cluster import plot_curves
+    from lightning_nas.tracking import log_stage
+
+    picture = tmp_path / "curve.png"
+    plot_curves(picture, {"ks": [2, 3], "K": 2, "bic": [1.0, 0.5], "aic": [1.0, 0.4], "k_bic": 2, "k_aic": 2,
+                          "tolerance": 0.05})
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    log_stage("cluster", tmp_path / "off", {"k_max": 3}, {"k": 2})
+    assert not (tmp_path / "off").exists() or not list((tmp_path / "off").rglob("*.wandb"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    log_stage("cluster", tmp_path / "on", {"k_max": 3}, {"k": 2, "probe": "p", "bic": 0.5},
+              {"bic_aic": picture, "missing": tmp_path / "nowhere.png"})
+    runs = list((tmp_path / "on" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert list(runs[0].rglob("*.png")), "the picture was not logged"

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..archive import Archive
+from ..tracking import stage_run
 from ..zc.vector import Probe
 from .evaluate import ArchEvaluator, Budget
 from .hl_evo import HLEvoConfig, hl_evo, run_id
@@ -100,12 +101,7 @@ def _plot_pareto(path: Path, points: list[tuple[float, float]], best: tuple[floa
 
 
 def _wandb_run(config: SearchStageConfig, budget: str, settings: dict, out_dir: Path):
-    if not config.wandb:
-        return None
-    import wandb
-
-    return wandb.init(project="lightning-nas", name=f"search-{budget}", dir=str(out_dir), config=settings,
-                      mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+    return stage_run(f"search-{budget}", out_dir, settings) if config.wandb else None
 
 
 def run_search_stage(config: SearchStageConfig) -> dict:

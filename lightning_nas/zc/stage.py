@@ -56,6 +56,8 @@ class ZCStageConfig:
         devices: GPUs to use, one process each (0 = CPU only).
         threads: torch threads per process (0 = cores / processes).
         run: a name recorded with every row.
+        wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
+            otherwise, :mod:`lightning_nas.tracking`).
     """
 
     workdir: str = "runs/tiny"
@@ -69,6 +71,7 @@ class ZCStageConfig:
     devices: int = 0
     threads: int = 0
     run: str = "zc"
+    wandb: bool = False
 
     def __post_init__(self):
         if isinstance(self.probe, dict):
@@ -174,6 +177,10 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
             archive.set_normaliser(probe.id, normaliser.to_dict())
             (stage_dir / "normaliser.json").write_text(json.dumps(normaliser.to_dict(), indent=2))
     (stage_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if config.wandb:
+        from ..tracking import log_stage
+
+        log_stage("zc", stage_dir, asdict(config), metrics)
     return metrics
 
 
