@@ -50,6 +50,9 @@ STAGES: dict[str, tuple[str, str]] = {
 }
 
 
+UNTRACKED = ("wandb",)  # settings that change what is logged, not what a stage computes: not in the fingerprint
+
+
 @dataclass
 class PipelineConfig:
     """Settings of the ``pipeline`` stage.
@@ -181,6 +184,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
     state_path = meta / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{workdir.name}")
+    os.environ.setdefault("WANDB_MODE", "offline")  # one mode for every stage of this process
 
     def save() -> None:
         tmp = state_path.with_suffix(".tmp")
@@ -191,7 +195,8 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
     for name in STAGES:
         settings = resolve_stage(name, config.stages[name], config.workdir, config.rewrite)
         text = yaml.safe_dump(settings, sort_keys=True)
-        fingerprint = _digest(upstream + text)
+        fingerprint = _digest(upstream + yaml.safe_dump({k: v for k, v in settings.items() if k not in UNTRACKED},
+                                                        sort_keys=True))
         upstream = fingerprint
         record = state.get(name, {})
         artifact = workdir / STAGES[name][1]

@@ -14,11 +14,14 @@ def stage_run(name: str, out_dir: str | Path, settings: dict):
     """A W&B run named ``name`` with ``settings`` as its config, or ``None`` when W&B is disabled."""
     if os.environ.get("WANDB_MODE") == "disabled":
         return None
+    # the process-wide default, as NASCLI sets it: wandb's settings singleton keeps the mode of the first run, so a
+    # later WandbLogger in the same process (the pipeline) would otherwise ask for an online login
+    os.environ.setdefault("WANDB_MODE", "offline")
     import wandb
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    return wandb.init(project=PROJECT, name=name, dir=str(out_dir), config=settings,
-                      mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+    return wandb.init(project=PROJECT, name=name, dir=str(out_dir), config=settings, mode=os.environ["WANDB_MODE"],
+                      reinit="finish_previous")
 
 
 def log_stage(name: str, out_dir: str | Path, settings: dict, metrics: dict, images: dict[str, Path] | None = None):

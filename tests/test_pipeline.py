@@ -89,6 +89,8 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
 
     # nothing changed: nothing runs; a changed SG setting reruns sg and everything after it
     assert all(s["status"] == "skipped" for s in run_pipeline(config, log=log.append)["stages"].values())
+    logging_only = micro_config(tmp_path, search={"wandb": True})  # what is logged is not what is computed
+    assert all(s["status"] == "skipped" for s in run_pipeline(logging_only, log=log.append)["stages"].values())
     summary = run_pipeline(micro_config(tmp_path, sg={"trainer.max_epochs": 2}), log=log.append)["stages"]
     assert [summary[s]["status"] for s in STAGES] == ["skipped"] * 5 + ["ran"] * 3
     assert list((run / "pipeline" / "previous").glob("sg-*")), "the earlier SG run was not kept"
@@ -146,3 +148,21 @@ def test_stage_runs_log_to_wandb_offline_and_not_when_disabled(tmp_path, monkeyp
     runs = list((tmp_path / "on" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert list(runs[0].rglob("*.png")), "the picture was not logged"
+
+
+def test_a_stage_run_before_a_lightning_logger_keeps_the_process_offline(tmp_path):
+    """Regression: a stage's W&B run opened first in a process (the pipeline's zc stage) must not leave wandb in
+    online mode for the WandbLogger of a later training stage (that asked for an API key)."""
+    code = (
+        "from lightning_nas.tracking import log_stage\n"
+        "from lightning.pytorch.loggers import WandbLogger\n"
+        f"log_stage('zc', {str(tmp_path / 'zc')!r}, {{}}, {{'cells': 3}})\n"
+        f"logger = WandbLogger(project='lightning-nas', save_dir={str(tmp_path / 'gvae')!r})\n"
+        "logger.experiment.log({'x': 1.0}); logger.experiment.finish()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path))  # no ~/.netrc, no API key
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "gvae" / "wandb").glob("offline-run-*"))
