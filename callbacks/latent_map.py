@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from lightning_nas.cluster import gmm_from_fit, plot_latent_map
+from lightning_nas.cluster import gmm_from_fit, measured_or_predicted, plot_latent_map
 
 
 def gmm_from_clusters(path: str | Path) -> GaussianMixture:
@@ -44,7 +43,7 @@ class LatentMapCallback(L.Callback):
             mu = pl_module.encoder(data.adj[:n].to(pl_module.device), data.feat[:n].to(pl_module.device))[0]
             predicted = pl_module.predictor(mu).cpu().numpy()
         zc = data.zc[:n].numpy()
-        z = np.where(np.isfinite(zc).all(1, keepdims=True), zc, predicted)
+        z = measured_or_predicted(zc, predicted)
         if self.clusters and Path(self.clusters).is_file():
             gmm, source = gmm_from_clusters(self.clusters), Path(self.clusters).name
         else:

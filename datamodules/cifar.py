@@ -9,7 +9,6 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -18,9 +17,8 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
 from .files import read_pickle, require_keys, require_shape
-from .splits import SplitDataModule
+from .splits import Augment, SplitDataModule, check_image_settings
 
-Augment = Literal["standard", "zennas", "none"]
 
 
 @dataclass(frozen=True)
@@ -147,12 +145,7 @@ class CIFARDataModule(SplitDataModule):
         super().__init__()
         if num_classes not in CIFAR_RELEASES:
             raise ValueError(f"num_classes: {num_classes}; CIFAR has 10 or 100")
-        if augment not in ("standard", "zennas", "none"):
-            raise ValueError(f"augment: {augment!r}; use 'standard', 'zennas' or 'none'")
-        if val_size < 0:
-            raise ValueError(f"val_size: {val_size}; use 0 (validate on the test set) or more")
-        if image_size < 1:
-            raise ValueError(f"image_size: {image_size}; it must be positive")
+        check_image_settings(augment, val_size, image_size, without_val="validate on the test set")
         self.save_hyperparameters()
         self.release = CIFAR_RELEASES[num_classes]
 

@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from .splits import SplitDataModule
+from .splits import Augment, SplitDataModule, check_image_settings
 
-Augment = Literal["standard", "zennas", "none"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ZENNAS_ERASE_P = 0.5
@@ -86,12 +84,7 @@ class ImageNetDataModule(SplitDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if augment not in ("standard", "zennas", "none"):
-            raise ValueError(f"augment: {augment!r}; use 'standard', 'zennas' or 'none'")
-        if val_size < 0:
-            raise ValueError(f"val_size: {val_size}; use 0 (validate on val/) or more")
-        if image_size < 1:
-            raise ValueError(f"image_size: {image_size}; it must be positive")
+        check_image_settings(augment, val_size, image_size, without_val="validate on val/")
         self.save_hyperparameters()
         self.classes: list[str] = []
 

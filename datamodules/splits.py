@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
+
+
+Augment = Literal["standard", "zennas", "none"]
+
+
+def check_image_settings(augment: str, val_size: int, image_size: int, without_val: str) -> None:
+    """The checks every image data module makes of its ``augment``, ``val_size`` (``without_val``: what 0 means)
+    and ``image_size``."""
+    if augment not in get_args(Augment):
+        raise ValueError(f"augment: {augment!r}; use 'standard', 'zennas' or 'none'")
+    if val_size < 0:
+        raise ValueError(f"val_size: {val_size}; use 0 ({without_val}) or more")
+    if image_size < 1:
+        raise ValueError(f"image_size: {image_size}; it must be positive")
 
 
 class SplitDataModule(L.LightningDataModule):

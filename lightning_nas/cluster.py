@@ -302,6 +302,12 @@ def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+def measured_or_predicted(measured: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Each cell's measured normalised ZC vector where it has one (a finite row), else q's prediction — what a
+    cell is clustered by when only some cells are labelled."""
+    return np.where(np.isfinite(measured).all(1, keepdims=True), measured, predicted)
+
+
 def plot_latent_map(path: str | os.PathLike, latents: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> None:
     """The paper's Fig. 2: a t-SNE map of G-VAE latents ``latents`` (n × d) coloured by cluster ``labels``, as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

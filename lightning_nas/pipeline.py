@@ -252,30 +252,31 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
         e = json.loads(evaluated.read_text())
         result["evaluation"] = {k: e.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}
     (meta / "summary.json").write_text(json.dumps(result, indent=2))
-    if config.wandb and os.environ.get("WANDB_MODE", "offline") != "disabled":
+    if config.wandb:
         _log_summary(workdir, result)
     return result
 
 
 def _log_summary(workdir: Path, result: dict) -> None:
     """The final W&B run of the group: the stage table, the architecture's cost and test metric, its picture."""
+    from .tracking import stage_run
+
+    run = stage_run("pipeline-summary", workdir / "pipeline", {"workdir": str(workdir)})
+    if run is None:
+        return
     import wandb
 
-    run = wandb.init(project="lightning-nas", group=os.environ["WANDB_RUN_GROUP"], name="pipeline-summary",
-                     job_type="summary", dir=str(workdir / "pipeline"), mode=os.environ.get("WANDB_MODE", "offline"),
-                     config={"workdir": str(workdir)}, reinit="finish_previous")
     table = wandb.Table(columns=["stage", "status", "seconds", "reason"])
     for name, record in result["stages"].items():
         table.add_data(name, record["status"], record["seconds"], record.get("reason", ""))
-    logged = {"stages": table, "total_seconds": sum(r["seconds"] for r in result["stages"].values())}
+    numbers = {"total_seconds": sum(r["seconds"] for r in result["stages"].values())}
     for key, value in {**result.get("architecture", {}), **result.get("evaluation", {})}.items():
         if isinstance(value, int | float):
-            logged[f"final/{key}"] = value
+            numbers[f"final/{key}"] = value
     picture = workdir / "generate" / "arch.png"
-    if picture.is_file():
-        logged["final/architecture"] = wandb.Image(str(picture))
-    run.log(logged)
-    run.summary.update({k: v for k, v in logged.items() if isinstance(v, int | float)})
+    run.log({"stages": table, **numbers,
+             **({"final/architecture": wandb.Image(str(picture))} if picture.is_file() else {})})
+    run.summary.update(numbers)
     run.finish()
 
 

@@ -181,7 +181,7 @@ def _latent_map(w: Path, config: ReportConfig) -> Path | None:
     import torch
 
     from .archive import Archive
-    from .cluster import gmm_from_fit, plot_latent_map
+    from .cluster import gmm_from_fit, measured_or_predicted, plot_latent_map
     from .models.gvae import GVAEModule
     from .zc import ZCNormaliser
     from .zc.vector import Probe
@@ -210,12 +210,12 @@ def _latent_map(w: Path, config: ReportConfig) -> Path | None:
     with torch.no_grad():
         mu = gvae.encode(cells).cpu()
         predicted = gvae.predict_zc(mu).cpu().numpy()
-    measured = normaliser.transform([labelled[h] for h in hashes if h in labelled]).numpy()
-    z = predicted.copy()
-    z[: len(measured)] = np.where(np.isfinite(measured).all(1, keepdims=True), measured, predicted[: len(measured)])
-    plot_latent_map(out, mu.numpy(), gmm_from_fit(fit).predict(z),
+    measured = np.full_like(predicted, np.nan)  # labelled cells come first
+    n_labelled = sum(h in labelled for h in hashes)
+    measured[:n_labelled] = normaliser.transform([labelled[h] for h in hashes[:n_labelled]]).numpy()
+    plot_latent_map(out, mu.numpy(), gmm_from_fit(fit).predict(measured_or_predicted(measured, predicted)),
                     f"G-VAE latents (t-SNE) of {len(cells)} archived cells; colour: GMM cluster (K = {fit['K']}) of "
-                    f"the measured ZC vector ({len(measured)} cells) or q's prediction", config.seed)
+                    f"the measured ZC vector ({n_labelled} cells) or q's prediction", config.seed)
     stamp.write_text(json.dumps({"key": key}))
     return out
 
