@@ -1,6 +1,7 @@
 """What the paper-scale pipeline (configs/pipeline/paper.yaml) costs, estimated from measured unit costs.
 
     python benchmarks/paper_cost.py [--workdir runs/demo] [--device cpu|cuda] [--out benchmarks/results/paper_cost.md]
+    python benchmarks/paper_cost.py --units benchmarks/results/paper_cost.json   # re-tabulate stored unit costs
 
 Runs the throughput benchmarks once each at the paper's network sizes (each in its own process, figures through its
 ``--json``): ``zc_throughput.py`` (s per α_x ZC vector + T-CET, CIFAR-shaped probe batch of 64), ``gvae.py --paper``
@@ -8,7 +9,8 @@ Runs the throughput benchmarks once each at the paper's network sizes (each in i
 (sequences/s of a GPT-Neo-125M-shaped network at batch 1), ``search.py`` (HL-Evo evaluations/s on ``--workdir``'s
 artifacts) and ``train_epoch.py`` (CIFAR images/s of a ~1M-parameter network). The amounts of work — cells, epochs,
 iterations, candidates — are read from ``configs/pipeline/paper.yaml`` as the pipeline resolves it, multiplied by the
-unit costs, and set next to the paper's own cost (App. A, Table 5: ~30 V100 GPU hours of pretraining). Writes a
+unit costs (``--units``: the unit costs of an earlier run's JSON instead of measuring again), and set next to the
+paper's own cost (App. A, Table 5: ~30 V100 GPU hours of pretraining). Writes a
 markdown table to ``--out`` and the unit costs to ``--out`` with ``.json``.
 
 CPU numbers are an upper bound (the paper-scale stages are meant for GPUs: ``--device cuda`` where there is one); the
@@ -52,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", default="runs/demo", help="a run directory with G-VAE, CCNF, clusters (search)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--units", default=None, help="unit costs stored by an earlier run (its .json): no measuring")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "paper_cost.md"))
     args = parser.parse_args()
 
@@ -59,30 +62,35 @@ def main() -> None:
     stage = {name: resolve_stage(name, config.stages[name], config.workdir, config.rewrite) for name in config.stages}
     zc, gvae, ccnf, search, sg = (stage[s] for s in ("zc", "gvae", "ccnf", "search", "sg"))
     evaluate = stage["evaluate"]
-    gvae_graphs = (zc["unlabelled"] + zc["labelled"]) * gvae["trainer"]["max_epochs"]
-    ccnf_steps = zc["unlabelled"] / ccnf["data"]["init_args"]["batch_size"] * ccnf["trainer"]["max_epochs"]
+    cells, unlabelled = zc["unlabelled"], zc["unlabelled"] - zc["labelled"]  # the zc stage's count is every cell
+    gvae_graphs = cells * gvae["trainer"]["max_epochs"]
+    ccnf_steps = unlabelled / ccnf["data"]["init_args"]["batch_size"] * ccnf["trainer"]["max_epochs"]
     evaluations = search["iterations"] * len(search["budgets"])
     sg_sequences = evaluations * sg["trainer"]["max_epochs"]
     epochs = evaluate["trainer"]["max_epochs"]
 
-    print("measuring unit costs (each benchmark in its own process) …", flush=True)
     device = ["--device", args.device]
-    units = {
-        "zc": measure("zc_throughput.py", "--networks", "4")[0],
-        "gvae": measure("gvae.py", "--paper", "--steps", "5", *device)[0],
-        "ccnf": measure("ccnf.py", "--paper", "--steps", "2", *device)[0],
-        "sg": measure("sg.py", "--paper", "--steps", "12", *device)[0],
-        "search": measure("search.py", "--workdir", args.workdir, "--archs", "12")[0],
-        "train": measure("train_epoch.py", "--images", "1024", "--device", args.device)[0],
-    }
+    if args.units:
+        units = json.loads(Path(args.units).read_text())
+    else:
+        print("measuring unit costs (each benchmark in its own process) …", flush=True)
+        units = {
+            "zc": measure("zc_throughput.py", "--networks", "4")[0],
+            "gvae": measure("gvae.py", "--paper", "--steps", "5", *device)[0],
+            "ccnf": measure("ccnf.py", "--paper", "--steps", "2", *device)[0],
+            "sg": measure("sg.py", "--paper", "--steps", "12", *device)[0],
+            "search": measure("search.py", "--workdir", args.workdir, "--archs", "12")[0],
+            "train": measure("train_epoch.py", "--images", "1024", "--device", args.device)[0],
+            "measured": time.strftime("%Y-%m-%d"),
+        }
     s_per_zc = 1 / units["zc"]["ours_networks_per_s"]
     rows = [
         ("zc: ZC vectors of the labelled cells", f"{zc['labelled']:,} α_x networks", f"{s_per_zc:.2f} s each",
          zc["labelled"] * s_per_zc, PAPER_HOURS["zc"]),
-        ("gvae: G-VAE + predictor training", f"{gvae['trainer']['max_epochs']} epochs × {zc['unlabelled'] + zc['labelled']:,}"
-         " graphs", f"{units['gvae']['train_graphs_per_s']:.0f} graphs/s",
+        ("gvae: G-VAE + predictor training", f"{gvae['trainer']['max_epochs']} epochs × {cells:,} graphs "
+         f"({unlabelled:,} unlabelled + {zc['labelled']:,} labelled)", f"{units['gvae']['train_graphs_per_s']:.0f} graphs/s",
          gvae_graphs / units["gvae"]["train_graphs_per_s"], PAPER_HOURS["gvae"]),
-        ("ccnf: CCNF training", f"{ccnf['trainer']['max_epochs']} epochs × {zc['unlabelled']:,} latents (batch "
+        ("ccnf: CCNF training", f"{ccnf['trainer']['max_epochs']} epochs × {unlabelled:,} unlabelled latents (batch "
          f"{ccnf['data']['init_args']['batch_size']})", f"{units['ccnf']['train_step_s']:.2f} s/step",
          ccnf_steps * units["ccnf"]["train_step_s"], PAPER_HOURS["ccnf"]),
         ("search: HL-Evo (the SG's data)", f"{evaluations:,} evaluations ({len(search['budgets'])} budgets × "
@@ -103,9 +111,9 @@ def main() -> None:
     table += f"| **pretraining + search, total** | | | **{total / 3600:,.1f}** | **~30** (Table 5: 31) |\n"
     table += (f"| evaluate: final training (not in the paper's 30 h) | {epochs} epochs × 50,000 CIFAR images | "
               f"{units['train']['images_per_s']:.0f} images/s | {train_s / 3600:,.1f} | |\n")
-    note = (f"\nMeasured on `{args.device}` ({time.strftime('%Y-%m-%d')}); search unit cost from `{args.workdir}`'s "
+    note = (f"\nUnit costs measured on `{args.device}` ({units.get('measured', 'see the .json')}); search unit cost from `{args.workdir}`'s "
             f"G-VAE/CCNF and probe ({units['search']['probe']}; the paper's is a CIFAR-10 batch of 64, so this row "
-            "is low by up to 2×); an evaluation is CCNF cells + network build + T-CET, which does not depend on how "
+            "is low by up to 2×, and an ImageNet budget's cost is counted at 224 px, which the 32-px unit cost does not include); an evaluation is CCNF cells + network build + T-CET, which does not depend on how "
             "well those models are trained. ZC: our proxies on α_x with a 64-image CIFAR-shaped batch. Rerun with "
             "`--device cuda` on a GPU for the GPU column.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -58,18 +58,17 @@ def main() -> None:
         sizes = sorted(m["params"] for m in scored)
         lo, hi = math.log10(sizes[len(sizes) // 20]), math.log10(sizes[-1])
         budgets = [float(f"{10 ** (lo + (hi - lo) * i / 9):.2g}") for i in range(10)]
-    classes, size = probe.num_classes, int(probe.x.shape[-1])
 
     rows = []
     for budget in budgets:
         evaluator = ArchEvaluator(probe, Budget("grid", max_params=budget))
         start = time.perf_counter()
-        result = generate_architectures(sg, generator, evaluator, classes, size, args.candidates, args.sequences,
+        result = generate_architectures(sg, generator, evaluator, args.candidates, args.sequences,
                                         seed=args.seed, progress=False)
         seconds = time.perf_counter() - start
         cost_only = ArchEvaluator(probe, evaluator.budget, objective=None)
-        unguided = generate_architectures(sg, generator, cost_only, classes, size, args.candidates,
-                                          args.sequences, seed=args.seed, guide_quantile=None, progress=False)
+        unguided = generate_architectures(sg, generator, cost_only, args.candidates, args.sequences, seed=args.seed,
+                                          guide_quantile=None, progress=False)
         best = result.candidates[result.best][2] if result.best is not None else None
         within = [m for m in scored if m["params"] <= budget]
         evo = max(within, key=lambda m: m["score"]) if within else None

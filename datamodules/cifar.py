@@ -20,7 +20,6 @@ from .files import read_pickle, require_keys, require_shape
 from .splits import Augment, SplitDataModule, check_image_settings
 
 
-
 @dataclass(frozen=True)
 class CIFARRelease:
     """One official release: its folder inside ``data_dir``, batch files, label key, archive and statistics."""
@@ -77,6 +76,15 @@ def read_cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[torc
                          f"in [{labels.min()}, {labels.max()}]")
     images = torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
     return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def read_cifar_batches(folder: Path, names: tuple[str, ...], label_key: str,
+                       num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and labels of the batch files ``names`` in ``folder``, concatenated in that order, each read with
+    :func:`read_cifar_batch` (never ``pickle.load``). The one CIFAR reader of the package: the data modules and the
+    zc stage's ``cifar10`` probe (:mod:`lightning_nas.zc.vector`) both read through it."""
+    batches = [read_cifar_batch(Path(folder) / name, label_key, num_classes) for name in names]
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def cifar_transforms(augment: Augment, train: bool, mean, std, image_size: int = 32) -> v2.Compose:
@@ -196,5 +204,4 @@ class CIFARDataModule(SplitDataModule):
                               else self.splits["test"])
 
     def _read(self, names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = [read_cifar_batch(self.folder / name, self.release.label_key, self.num_classes) for name in names]
-        return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+        return read_cifar_batches(self.folder, names, self.release.label_key, self.num_classes)

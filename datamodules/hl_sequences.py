@@ -2,14 +2,16 @@
 
 Every architecture the search evaluated (``Archive.archs(stage="search")``: HL spec, full spec, measured params,
 MACs, FLOPs and, when scored, T-CET) becomes one training sequence ``<bos> y <sep> α̂ <eos>`` with y the
-architecture's *own* measured values (Eq. 10) and the task of the archive's probe (classes, input size).
+architecture's *own* measured values (Eq. 10) and its task's tokens (classes, input size: the task the search
+checked it for, which its spec carries; the archive probe's shape for specs without one).
 Over-budget children are kept (their size was measured; their T-CET token is absent), failed ones are not.
 
 The held-out split is by HL architecture (a hash of its spec), so no HL sequence is on both sides. Training batches
 drop each of ``params``, ``macs``, ``flops``, ``tcet`` with probability ``condition_dropout`` (App. A); validation
-keeps them all. The module also gets what it needs to check budgets while training: ``budget_grid`` (params limits
-spread over the held-out architectures' sizes), ``cluster_cells`` (the cells the search drew for each cluster) and
-``task``.
+keeps them all; the task tokens are dropped too, so the SG can be prompted without them for a task it never saw.
+The module also gets what it needs to check budgets while training: ``budget_grid`` (params limits spread over the
+held-out architectures' sizes), ``cluster_cells`` (the cells the search drew for each cluster), ``tasks`` (every
+task of the history, the most frequent first) and ``task`` (that most frequent one, for the budget checks).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_nas.archive import Archive
-from lightning_nas.hl_tokenizer import DROPPABLE_KEYS, PAD, SEP, HLTokenizer
+from lightning_nas.hl_tokenizer import DROPPABLE_KEYS, PAD, SEP, HLTokenizer, task_condition
 from lightning_nas.space.arch import Arch
 from lightning_nas.space.cell import Cell
 from lightning_nas.space.hl import HLArch
+from lightning_nas.space.task import Task
 from lightning_nas.zc.vector import Probe
 
 
@@ -43,11 +46,12 @@ class HLSequenceDataModule(L.LightningDataModule):
         archive: the run's archive (its ``search`` history and probe).
         clusters: ``clusters.json`` of the cluster stage: the tokenizer gets one cluster token per GMM component
             (default: as many as the history uses).
-        probe: the probe id whose task (classes, input size) conditions the sequences (default: the archive's only
+        probe: the probe id whose shape is the task of history rows that carry none (default: the archive's only
             probe).
         stage, runs: which history rows (``stage`` of ``Archive.archs``; ``runs``: a list of run ids, default all).
         val_fraction: share of HL architectures held out.
-        condition_dropout: probability of dropping each of params/MACs/FLOPs/T-CET in a training sequence.
+        condition_dropout: probability of dropping each condition token (task, params, MACs, FLOPs, T-CET) in a
+            training sequence.
         batch_size: sequences per batch (the paper: 1 with GPT-Neo-125M).
         budget_grid_size: number of params budgets the module checks generation against at each validation.
     """
@@ -76,7 +80,8 @@ class HLSequenceDataModule(L.LightningDataModule):
         self.val_items: list[tuple[HLArch, dict]] = []
         self.cluster_cells: dict[int, list[Cell]] = {}
         self.budget_grid: list[dict[str, float]] = []
-        self.task: dict[str, int] = {}
+        self.tasks: list[Task] = []
+        self.task: Task | None = None
 
     # ---- data ------------------------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -96,8 +101,7 @@ class HLSequenceDataModule(L.LightningDataModule):
         if len(records) < 10:
             raise ValueError(f"{path}: {len(records)} usable {h.stage!r} architectures (with an HL spec and a measured "
                              "size); the SG needs the search history: run python -m lightning_nas search first")
-        self.task = {"classes": probe.num_classes, "input_size": int(probe.x.shape[-1]),
-                     "in_channels": int(probe.x.shape[1])}
+        probe_task = Task.from_probe(probe)
         used = 1 + max(s["cluster"] for r in records for s in r["hl_spec"]["stages"])
         num_clusters = used
         if h.clusters is not None:
@@ -111,19 +115,24 @@ class HLSequenceDataModule(L.LightningDataModule):
         self.tokenizer = HLTokenizer(num_clusters)
 
         cells: dict[int, dict[str, Cell]] = {}
+        tasks: dict[Task, int] = {}
         for r in records:
             hl = HLArch.from_json(r["hl_spec"])
+            arch = Arch.from_json(r["spec"])
+            task = arch.task or probe_task
+            tasks[task] = tasks.get(task, 0) + 1
             m = r["metrics"]
-            values = {"classes": self.task["classes"], "input_size": self.task["input_size"],
-                      "params": m["params"], "macs": m["macs"], "flops": m["flops"],
+            values = {**task_condition(task), "params": m["params"], "macs": m["macs"], "flops": m["flops"],
                       "tcet": m["score"] if m["status"] == "ok" and m.get("objective", "tcet") == "tcet" else None}
             (self.val_items if _held_out(r["hl_spec"], h.val_fraction) else self.train_items).append((hl, values))
-            for stage_, hl_stage in zip(Arch.from_json(r["spec"]).stages, hl.stages, strict=True):
-                cells.setdefault(hl_stage.cluster, {})[stage_.cell.canonical_hash] = stage_.cell
+            for stage_, hl_stage in zip(arch.stages, hl.stages, strict=True):
+                cells.setdefault(hl_stage.cluster, {})[stage_.cell.canonical_hash()] = stage_.cell
         if not self.train_items or not self.val_items:
             raise ValueError(f"{path}: {len(records)} architectures give an empty train or validation split "
                              f"(val_fraction {h.val_fraction}); search longer")
         self.cluster_cells = {k: list(v.values()) for k, v in sorted(cells.items())}
+        self.tasks = sorted(tasks, key=lambda t: (-tasks[t], t.name))
+        self.task = self.tasks[0]
         sizes = sorted(v["params"] for _, v in self.val_items)
         quantiles = [0.1 + 0.8 * i / max(1, h.budget_grid_size - 1) for i in range(h.budget_grid_size)]
         self.budget_grid = [{"params": float(sizes[int(q * (len(sizes) - 1))])} for q in quantiles]

@@ -11,6 +11,8 @@ One file (``<workdir>/archive.sqlite``, shared by the stages of a run) holds
 - ``normalisers``: the ZC normaliser fitted for a probe (JSON);
 - ``archs``: evaluated architectures (spec, HL spec, metrics, budget, stage, run) — the search history;
 - ``clusters``: named cell clusterings ``(name, cell_hash) -> cluster`` with their source (the ``cluster`` stage);
+- ``zc_claims``: leases on pending (cell, probe) evaluations, so that several zc runs on one archive share the work
+  (:meth:`Archive.claim_zc`);
 - ``meta``: ``format = 'lightning-nas-archive'``, ``schema_version`` (:data:`SCHEMA_VERSION`), ``op_set``, …
 
 Concurrency: the file is in WAL mode with a long busy timeout, every write is one short ``BEGIN IMMEDIATE``
@@ -18,6 +20,12 @@ transaction and cells/ZC rows are inserted with ``INSERT OR IGNORE``, so any num
 machine may write at once (the ZC stage shards across workers) and a killed writer loses only its uncommitted
 transaction. With ``synchronous = NORMAL`` a committed transaction survives a killed process; after a power cut
 the last few commits may be rolled back, but the file stays consistent. WAL needs a local file system (not NFS).
+Runs that evaluate the same pending ZC rows claim them first (:meth:`Archive.claim_zc`): a claim lasts until its
+lease expires or its owner process is gone, so each pending cell is evaluated once and a killed run's cells return
+to the pool.
+
+SQLite errors (a corrupted file, a read-only file, a lock held too long, a full disk, …) raise :class:`ArchiveError`
+naming the file, what happened and what to do.
 
 An :class:`Archive` (its SQLite connection) belongs to the process and thread that opened it: **each process
 opens its own** ``Archive(path)``; using one after a ``fork`` raises :class:`ArchiveError`, and it cannot be
@@ -33,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -125,15 +134,73 @@ CREATE TABLE IF NOT EXISTS clusters (
     source    TEXT NOT NULL,
     PRIMARY KEY (name, cell_hash)
 );
+CREATE TABLE IF NOT EXISTS zc_claims (
+    probe_id  TEXT NOT NULL,
+    cell_hash TEXT NOT NULL,
+    owner     TEXT NOT NULL,
+    host      TEXT NOT NULL,
+    pid       INTEGER NOT NULL,
+    expires   REAL NOT NULL,
+    PRIMARY KEY (probe_id, cell_hash)
+);
 """
+
+CLAIM_LEASE_S = 600.0
+"""How long a claim on a pending ZC evaluation lasts unless renewed (:meth:`Archive.claim_zc`)."""
+_OWNERS: set[str] = set()  # claim owners that made claims in this process
 
 
 class ArchiveError(ValueError):
-    """A file that is not a (compatible) lightning-nas archive, or a conflicting write."""
+    """A file that is not a (compatible) lightning-nas archive, a conflicting write, or an SQLite error on the file
+    (corrupted, read-only, locked, disk full, …), named with the archive's path and what to do about it."""
 
 
 class ArchiveNotFoundError(ArchiveError, FileNotFoundError):
     """``Archive(path, create=False)`` on a path that does not exist (also a ``FileNotFoundError``)."""
+
+
+_RESTORE = ("restore it from a backup, or delete it (with the -wal and -shm files beside it) to start again; the zc "
+            "stage rebuilds missing rows")
+_SQLITE_ADVICE = (  # (primary SQLite result code, what it means, what to do)
+    ("SQLITE_CORRUPT", "the archive file is corrupted", _RESTORE),
+    ("SQLITE_NOTADB", "the archive file is corrupted (not a database)", _RESTORE),
+    ("SQLITE_READONLY", "the archive cannot be written",
+     "make the file writable for this user (and its folder: SQLite writes the -wal and -shm files beside it), or "
+     "copy the archive to a writable place"),
+    ("SQLITE_PERM", "the archive cannot be written", "make the file and its folder writable for this user"),
+    ("SQLITE_BUSY", "another process held the archive's write lock too long",
+     "another process is writing to it: wait for that process to finish (or stop it), then run again"),
+    ("SQLITE_LOCKED", "another process held the archive's write lock too long",
+     "another process is writing to it: wait for that process to finish (or stop it), then run again"),
+    ("SQLITE_FULL", "the disk is full", "free space on its file system and run again (committed rows are kept)"),
+    ("SQLITE_CANTOPEN", "the archive or its -wal/-shm files cannot be opened",
+     "check that its folder exists and is writable, and that it is on a local file system (not NFS)"),
+    ("SQLITE_IOERR", "a disk I/O error on the archive",
+     "check the disk and that the archive is on a local file system (WAL needs one, not NFS), then run again"),
+    ("SQLITE_PROTOCOL", "the archive's WAL lock protocol failed",
+     "check that the archive is on a local file system (WAL needs one, not NFS)"),
+)
+_SQLITE_MESSAGES = {  # Python < 3.11 has no sqlite_errorname: recognise the primary code by its message
+    "malformed": "SQLITE_CORRUPT", "file is not a database": "SQLITE_NOTADB", "readonly": "SQLITE_READONLY",
+    "locked": "SQLITE_BUSY", "disk is full": "SQLITE_FULL", "unable to open": "SQLITE_CANTOPEN",
+    "disk i/o error": "SQLITE_IOERR",
+}
+
+
+def _sqlite_code(err: sqlite3.Error) -> str:
+    """The SQLite result code name of ``err`` (``SQLITE_CORRUPT``, ``SQLITE_READONLY_DBMOVED``, …) or ``""``."""
+    return getattr(err, "sqlite_errorname", None) or next(
+        (code for text, code in _SQLITE_MESSAGES.items() if text in str(err).lower()), "")
+
+
+def _sqlite_error(path: Path, err: sqlite3.Error) -> ArchiveError:
+    """An :class:`ArchiveError` for an SQLite error on the archive ``path``: the path, SQLite's message, what it means
+    and what to do."""
+    name = _sqlite_code(err)
+    for code, meaning, todo in _SQLITE_ADVICE:
+        if name == code or name.startswith(code + "_"):  # extended codes: SQLITE_READONLY_DBMOVED, SQLITE_IOERR_…
+            return ArchiveError(f"{path}: {meaning} ({err}): {todo}")
+    return ArchiveError(f"{path}: SQLite error on the archive ({type(err).__name__}: {err})")
 
 
 def _dumps(obj: Any, what: str) -> str:
@@ -200,13 +267,11 @@ class Archive:
             raise ArchiveNotFoundError(f"{self.path}: no such archive (pass create=True to make one)")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._sqlite_errors():
+            self._con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as err:
-            raise ArchiveError(f"{self.path}: cannot open ({err})") from None
-        self._con = con
-        try:
-            self._setup(create, op_set)
+            with self._sqlite_errors():
+                self._setup(create, op_set)
         except BaseException:
             self.close()
             raise
@@ -235,6 +300,9 @@ class Archive:
                     raise
                 tables, meta = self._peek(base + "?mode=ro")
         except sqlite3.Error as err:
+            if _sqlite_code(err).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_BUSY", "SQLITE_IOERR",
+                                             "SQLITE_CANTOPEN")):  # a damaged or busy file, not a foreign one
+                raise _sqlite_error(path, err) from err
             raise ArchiveError(f"{path}: unreadable SQLite database ({err}); not a lightning-nas archive") from None
         if not tables:
             return "empty"
@@ -353,28 +421,42 @@ class Archive:
         return self._con
 
     @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """Where every SQLite call of an Archive runs (opening, :meth:`_write`, :meth:`_read`): an ``sqlite3.Error``
+        becomes an :class:`ArchiveError` naming the file, what happened and what to do (:func:`_sqlite_error`)."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise _sqlite_error(self.path, err) from err
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """One short write transaction (``BEGIN IMMEDIATE`` takes the write lock up front, waiting if busy)."""
         con = self._db
-        cur = con.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
+        with self._sqlite_errors():
+            cur = con.cursor()
             try:
-                yield cur
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
-        finally:
-            cur.close()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cur
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        try:
+                            con.execute("ROLLBACK")
+                        except sqlite3.Error:  # e.g. a corrupted file: report the error that got us here
+                            pass
+                    raise
+            finally:
+                cur.close()
 
     def _read(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        cur = self._db.execute(sql, params)
-        try:
-            return cur.fetchall()
-        finally:
-            cur.close()
+        with self._sqlite_errors():
+            cur = self._db.execute(sql, params)
+            try:
+                return cur.fetchall()
+            finally:
+                cur.close()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -786,3 +868,136 @@ class Archive:
         if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clusters'"):
             return {}
         return dict(self._read("SELECT cell_hash, cluster FROM clusters WHERE name = ? ORDER BY rowid", (name,)))
+
+    # ---- ZC claims -------------------------------------------------------------------------------
+    # Added after the first archives of schema version 1 were written, like ``clusters``: the table is in _SCHEMA for
+    # new archives, claim_zc creates it (IF NOT EXISTS, inside its transaction) in an older one, and zc_claims() reads
+    # it as empty until then. No other table changes, so the schema stays version 1.
+    _CLAIMS_TABLE = (
+        "CREATE TABLE IF NOT EXISTS zc_claims (probe_id TEXT NOT NULL, cell_hash TEXT NOT NULL, owner TEXT NOT NULL,"
+        " host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (probe_id, cell_hash))"
+    )
+
+    def claim_zc(
+        self, probe_id: str, hashes: Iterable[str], limit: int, owner: str, lease_s: float = CLAIM_LEASE_S
+    ) -> list[str]:
+        """Claim for ``owner`` up to ``limit`` of ``hashes`` (in the given order) that have no ZC row on
+        ``probe_id`` and no live claim, until ``lease_s`` seconds from now; return them.
+
+        One write transaction, so two runs (processes) never claim the same cell. First, stale claims are dropped:
+        those whose lease expired, and those whose owner process on this machine has ended (a killed run's claims
+        return at once when it is restarted). ``owner`` names one run, unique among the runs sharing the archive
+        (say ``host:pid:random``); it renews its claims with :meth:`renew_zc_claims` and gives them back with
+        :meth:`release_zc_claims` (after writing each row with :meth:`add_zc`)."""
+        if not isinstance(owner, str) or not owner:
+            raise ValueError(f"owner: expected a non-empty string, got {owner!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit: expected an int ≥ 0, got {limit!r}")
+        lease_s = float(lease_s)
+        if not (math.isfinite(lease_s) and lease_s > 0):
+            raise ValueError(f"lease_s: expected a positive number of seconds, got {lease_s}")
+        if limit == 0:
+            return []
+        _OWNERS.add(owner)
+        host, pid = socket.gethostname(), os.getpid()
+        claimed: list[str] = []
+        with self._write() as cur:
+            cur.execute(self._CLAIMS_TABLE)
+            now = time.time()
+            cur.execute("DELETE FROM zc_claims WHERE expires <= ?", (now,))
+            # Stale: an owner process that has ended, or, under this process's own pid, an owner this process never
+            # ran (an earlier process that had the same pid).
+            stale = [
+                (other_owner, other_pid)
+                for other_owner, other_pid in cur.execute(
+                    "SELECT DISTINCT owner, pid FROM zc_claims WHERE host = ?", (host,)
+                ).fetchall()
+                if (other_owner not in _OWNERS if other_pid == pid else not _process_alive(other_pid))
+            ]
+            cur.executemany("DELETE FROM zc_claims WHERE host = ? AND owner = ? AND pid = ?",
+                            [(host, o, p) for o, p in stale])
+            for chunk in _chunks(hashes, _IN_CHUNK):  # read only as far as needed: ``hashes`` may be long
+                marks = ", ".join("?" * len(chunk))  # placeholders only; values are bound
+                taken = {
+                    r[0]
+                    for r in cur.execute(
+                        f"SELECT cell_hash FROM zc WHERE probe_id = ? AND cell_hash IN ({marks})"
+                        f" UNION SELECT cell_hash FROM zc_claims WHERE probe_id = ? AND cell_hash IN ({marks})",
+                        [probe_id, *chunk, probe_id, *chunk],
+                    )
+                }
+                claimed += [h for h in chunk if h not in taken][: limit - len(claimed)]
+                if len(claimed) == limit:
+                    break
+            cur.executemany(
+                "INSERT INTO zc_claims (probe_id, cell_hash, owner, host, pid, expires) VALUES (?, ?, ?, ?, ?, ?)",
+                [(probe_id, h, owner, host, pid, now + lease_s) for h in claimed],
+            )
+        return claimed
+
+    def renew_zc_claims(self, probe_id: str, owner: str, lease_s: float = CLAIM_LEASE_S) -> int:
+        """Extend ``owner``'s claims on ``probe_id`` to ``lease_s`` seconds from now; returns how many it holds."""
+        if not self._has_claims_table():
+            return 0
+        with self._write() as cur:
+            cur.execute("UPDATE zc_claims SET expires = ? WHERE probe_id = ? AND owner = ?",
+                        (time.time() + float(lease_s), probe_id, owner))
+            return cur.rowcount
+
+    def release_zc_claims(self, probe_id: str, owner: str, hashes: Iterable[str] | None = None) -> int:
+        """Give back ``owner``'s claims on ``probe_id`` (those on ``hashes``, or all); returns how many."""
+        if not self._has_claims_table():
+            return 0
+        with self._write() as cur:
+            if hashes is None:
+                cur.execute("DELETE FROM zc_claims WHERE probe_id = ? AND owner = ?", (probe_id, owner))
+                return cur.rowcount
+            cur.executemany("DELETE FROM zc_claims WHERE probe_id = ? AND owner = ? AND cell_hash = ?",
+                            [(probe_id, owner, h) for h in dict.fromkeys(hashes)])
+            return cur.rowcount
+
+    def zc_claims(self, probe_id: str) -> list[dict]:
+        """The claims on ``probe_id`` (expired ones included until the next :meth:`claim_zc` drops them), as dicts
+        with keys ``hash``, ``owner``, ``host``, ``pid`` and ``expires`` (unix time)."""
+        if not self._has_claims_table():
+            return []
+        rows = self._read(
+            "SELECT cell_hash, owner, host, pid, expires FROM zc_claims WHERE probe_id = ? ORDER BY rowid", (probe_id,)
+        )
+        return [{"hash": h, "owner": o, "host": host, "pid": pid, "expires": e} for h, o, host, pid, e in rows]
+
+    def _has_claims_table(self) -> bool:
+        if not getattr(self, "_claims_seen", False):  # once there, the table stays
+            self._claims_seen = bool(
+                self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'zc_claims'")
+            )
+        return self._claims_seen
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """``items`` without repeats, in lists of up to ``size``, read lazily."""
+    seen: set[str] = set()
+    chunk: list[str] = []
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            chunk.append(item)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is running (``True`` when that cannot be told, e.g. on Windows, where
+    a claim then lasts until its lease expires)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True

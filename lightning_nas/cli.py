@@ -3,31 +3,91 @@
 Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
 ``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
 write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`) and
-``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`), ``search`` (HL-Evo,
-:mod:`lightning_nas.search.stage`) and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`), ``export``, ``pipeline`` (the whole
-chain, :mod:`lightning_nas.pipeline`) and ``report`` (:mod:`lightning_nas.report`). Heavy imports happen only once a command is chosen.
+``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`), ``search`` (HL-Evo, :mod:`lightning_nas.search.stage`)
+and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`), ``export``, ``pipeline`` (the whole
+chain, :mod:`lightning_nas.pipeline`) and ``report`` (:mod:`lightning_nas.report`). Heavy imports happen only once a
+command is chosen.
+
+**Errors.** Run as a program (``python -m lightning_nas``, the ``lightning-nas`` script: :func:`main` without
+arguments), a *usage error* — a bad setting, a missing or mismatched input file — prints one ``error: <message>``
+line on stderr and exits with code 2, like a bad option does; ``LIGHTNING_NAS_DEBUG=1`` shows the traceback instead.
+:func:`is_usage_error` says what counts and why. Called from Python (``main(argv)``), every exception propagates.
 """
 
 from __future__ import annotations
 
 import importlib
+import linecache
+import os
 import sys
+from pathlib import Path
 
+PROG = "python -m lightning_nas"
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 STAGE_MODULES = {"evaluate": ".lightning_cli", "zc": ".zc.stage", "cluster": ".cluster", "search": ".search.stage",
                  "generate": ".generate", "export": ".export", "pipeline": ".pipeline",
                  "report": ".report"}
 STAGE_COMMANDS = tuple(STAGE_MODULES)
+DEBUG_ENV = "LIGHTNING_NAS_DEBUG"
+USAGE_ERRORS = (ValueError, FileNotFoundError)
+_PROJECT_DIRS = tuple(os.path.realpath(Path(__file__).parents[1] / name) + os.sep
+                      for name in ("lightning_nas", "datamodules", "callbacks"))
+
+
+def is_usage_error(err: BaseException) -> bool:
+    """Whether ``err`` is a validation error, which the command line reports in one line.
+
+    The project validates settings, input files and artifacts with two exception types, each message naming the
+    setting or file and the fix; they are raised in dozens of places, so they are recognised by where they come from
+    rather than re-typed as a new ``UsageError`` class at every raise (which every module would have to adopt):
+
+    - a ``ValueError`` (or subclass, e.g. :class:`~lightning_nas.archive.ArchiveError`) raised by a ``raise``
+      statement of the project's own code (``lightning_nas``, ``datamodules``, ``callbacks``: the innermost frame of
+      the traceback lies there and its line is a ``raise``);
+    - a ``FileNotFoundError``, wherever it comes from: a missing file or artifact, named in the message.
+
+    Anything else keeps its traceback: other exception types, and a ``ValueError`` raised inside a library (numpy,
+    torch, sklearn, …) or by a builtin in our code (``a, b = [1, 2, 3]``, ``zip(strict=True)``), which is a bug of
+    ours rather than the user's mistake."""
+    if isinstance(err, FileNotFoundError):
+        return True
+    if not isinstance(err, ValueError) or err.__traceback__ is None:
+        return False
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    return (os.path.realpath(filename).startswith(_PROJECT_DIRS)
+            and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise"))
+
+
+def find_usage_error(err: BaseException) -> BaseException | None:
+    """``err`` itself when :func:`is_usage_error`, else the first usage error among its explicit causes
+    (``raise … from``): jsonargparse, for one, re-raises a module's ``ValueError`` as a union-type error of its
+    own."""
+    seen = 0
+    while err is not None and seen < 16:
+        if is_usage_error(err):
+            return err
+        err, seen = err.__cause__, seen + 1
+    return None
+
+
+def report_usage_error(err: BaseException) -> None:
+    """``error: <message>`` on stderr; continuation lines of a multi-line message are indented."""
+    message = str(err).strip() or type(err).__name__
+    print("error: " + message.replace("\n", "\n       "), file=sys.stderr)
 
 
 def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = None) -> dict:
     """Parse ``--config`` (YAML) and overrides into ``config_cls`` with jsonargparse, run the stage with
-    ``run(config)`` and print the metrics it returns."""
+    ``run(config)`` and print the metrics it returns. A bad option or config file exits with code 2 (jsonargparse);
+    settings that ``config_cls`` refuses raise ``ValueError`` (one ``error:`` line from :func:`main`)."""
     import json
 
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    parser = ArgumentParser(prog=f"python -m lightning_nas {command}", description=doc, default_env=False)
+    parser = ArgumentParser(prog=f"{PROG} {command}", description=doc, default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below")
     parser.add_class_arguments(config_cls, as_group=False)
     cfg = parser.parse_args(argv)
@@ -37,22 +97,26 @@ def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = 
     return metrics
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+HELP = (
+    f"usage: {PROG} {{" + ",".join(LIGHTNING_COMMANDS + STAGE_COMMANDS) + "} --config FILE [...]\n"
+    "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
+    "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
+    "  zc                         sample cells into the archive and compute their ZC vectors\n"
+    "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
+    "  search                     HL-Evo (T-CET) under params/MACs/FLOPs budgets; history in the archive\n"
+    "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
+    "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
+    "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"
+    "  report <workdir>           REPORT.md of a run: stage results, Tables 1 and 2 at the run's scale, figures\n"
+    f"{PROG} <command> --help describes a command. A bad setting or input file prints one 'error:' line and\n"
+    f"exits with code 2 ({DEBUG_ENV}=1 shows the traceback).\n"
+    f"Example: {PROG} evaluate --config configs/evaluate/digits.yaml"
+)
+
+
+def _dispatch(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
-        print(
-            "usage: python -m lightning_nas {" + ",".join(LIGHTNING_COMMANDS + STAGE_COMMANDS) + "} --config FILE [...]\n"
-            "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
-            "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
-            "  zc                         sample cells into the archive and compute their ZC vectors\n"
-            "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
-            "  search                     HL-Evo (T-CET) under params/MACs/FLOPs budgets; history in the archive\n"
-            "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
-            "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
-            "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"
-            "  report <workdir>           REPORT.md of a run: stage results, Tables 1 and 2 at the run's scale, figures\n"
-            "Example: python -m lightning_nas evaluate --config configs/evaluate/digits.yaml"
-        )
+        print(HELP)
         return
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
@@ -62,4 +126,23 @@ def main(argv: list[str] | None = None) -> None:
     elif command in STAGE_COMMANDS:  # each stage module has main(argv), imported only when chosen
         importlib.import_module(STAGE_MODULES[command], __package__).main(rest)
     else:
-        sys.exit(f"lightning_nas: unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}")
+        raise ValueError(f"unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}"
+                         f" ({PROG} --help)")
+
+
+def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) -> None:
+    """Run ``argv`` (default: the process's command line). ``exit_on_error`` (default: ``argv is None``, i.e. run
+    as a program) turns a usage error (:func:`is_usage_error`) into one ``error:`` line on stderr and exit code 2,
+    unless ``LIGHTNING_NAS_DEBUG`` is set; otherwise (``main(argv)`` from Python: the pipeline, tests) it
+    propagates."""
+    if exit_on_error is None:
+        exit_on_error = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _dispatch(argv)
+    except USAGE_ERRORS as err:
+        usage = find_usage_error(err)
+        if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or usage is None:
+            raise
+        report_usage_error(usage)
+        sys.exit(2)

@@ -1,17 +1,22 @@
 """Stage ``generate``: a budget in, the best generated architecture out (paper §3.3, Eq. 12 and "final model selection").
 
     python -m lightning_nas generate --config configs/generate/tiny.yaml --budget.params 1M [--budget.macs 100M]
-                                     [--classes 100] [--input_size 32] [--candidates 100] [--seed 0]
+                                     [--task cifar100] [--candidates 100] [--seed 0]
+
+The task (:class:`~lightning_nas.space.task.Task`: input shape, classes, stem, SE, dense) is the network that will be
+trained; every budget is checked on it and ``arch.json`` carries it.
 
 1. the SG decodes ``sequences`` HL architectures for the condition y = (task, budget) — beam search, deterministic,
-   grammar-constrained; each budget limit is put in the highest size bin lying under it; with ``budget_guide`` a
+   grammar-constrained (at most the task's stride-2 stages: none for a dense task); the task tokens are left out
+   with a warning if the SG never saw a task like it (``unseen_task``); each budget limit is put in the highest size
+   bin lying under it; with ``budget_guide`` a
    params budget also masks, token by token, the choices after which the architecture could no longer fit it with
    the ``guide_quantile`` cell by size of each cluster (:class:`~lightning_nas.models.sg.BudgetGuide`, 32 CCNF
    cells per cluster drawn to know the clusters' sizes);
 2. ``candidates`` full architectures: candidate i takes HL architecture i mod ``sequences`` and draws every stage's
    cell from its cluster with the CCNF (at the cluster mean, temperature τ; Eq. 9);
-3. each candidate's params/MACs/FLOPs are counted for the task (classes, input size); those within budget are scored
-   with T-CET on the archive's probe batch; the best is the result.
+3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with T-CET
+   on the archive's probe batch; the best is the result.
 
 Writes ``<out>/arch.json`` (the winner's spec), ``arch.png`` (its stages and cells), ``candidates.jsonl`` (every
 candidate's HL spec, cost, status and T-CET) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``tcet``,
@@ -26,11 +31,13 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .archive import Archive
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
 from .space.arch import Arch
 from .space.hl import HLArch
+from .space.task import Task
 from .tracking import log_stage
 from .zc.vector import Probe
 
@@ -72,7 +79,11 @@ class GenerateConfig:
         workdir: run directory (its archive's probe scores T-CET; outputs under ``<workdir>/generate`` unless ``out``).
         sg, gvae, ccnf, clusters: trained artifacts (defaults under ``workdir``).
         budget: ``{params, macs, flops}`` limits.
-        classes, input_size: the target task (default: the probe's); they condition the SG and size the head/cost.
+        task: the target task — a name (``cifar10``, ``cifar100``, ``imagenet``, ``digits``, a NAS-Bench-360 task) or
+            its fields (:class:`~lightning_nas.space.task.Task`); default: the probe's shape. It conditions the SG and
+            is the network whose cost is checked.
+        unseen_task: ``drop`` (warn and prompt the SG without task tokens) or ``error`` when the SG was never
+            trained on a task like this one.
         candidates: full architectures generated and (if within budget) scored — N of the paper's selection.
         sequences: HL architectures decoded by the SG (beam width); candidates cycle through them.
         budget_guide, guide_quantile: budget-guided decoding for a params budget (step 1) and its cell quantile.
@@ -89,8 +100,8 @@ class GenerateConfig:
     ccnf: str | None = None
     clusters: str | None = None
     budget: GenerateBudget = field(default_factory=lambda: GenerateBudget(params=1e6))
-    classes: int | None = None
-    input_size: int | None = None
+    task: str | dict | None = None
+    unseen_task: Literal["drop", "error"] = "drop"
     candidates: int = 100
     sequences: int = 4
     budget_guide: bool = True
@@ -105,10 +116,8 @@ class GenerateConfig:
             self.budget = GenerateBudget(**self.budget)
         if self.candidates < 1 or self.sequences < 1:
             raise ValueError(f"candidates and sequences must be ≥ 1 (got {self.candidates}, {self.sequences})")
-        for name in ("classes", "input_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name}: {value}; must be ≥ 1")
+        if self.task is not None:
+            self.task = Task.resolve(self.task).to_json()
 
 
 @dataclass
@@ -131,9 +140,9 @@ class Generation:
                    for _, _, e in self.candidates)
 
 
-def generate_architectures(sg, generator, evaluator: ArchEvaluator, classes: int, input_size: int,
-                           candidates: int = 100, sequences: int = 4, temperature: float = 0.4, seed: int = 0,
-                           guide_quantile: float | None = 0.9, progress: bool = True) -> Generation:
+def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: int = 100, sequences: int = 4,
+                           temperature: float = 0.4, seed: int = 0, guide_quantile: float | None = 0.9,
+                           progress: bool = True, unseen_task: str = "drop") -> Generation:
     """Steps 1–3 of the module docstring with loaded models; ``evaluator`` holds the budget and the task;
     ``guide_quantile=None`` decodes without the budget guide."""
     from tqdm.auto import tqdm
@@ -144,18 +153,17 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, classes: int
     if sg.tokenizer.num_clusters != len(generator.clusters["means"]):
         raise ValueError(f"the SG knows {sg.tokenizer.num_clusters} clusters, clusters.json has "
                          f"{len(generator.clusters['means'])}: train the SG on this run's search history")
-    budget = evaluator.budget
+    budget, task = evaluator.budget, evaluator.task
     start = time.perf_counter()
-    prompt = sg.tokenizer.prompt({"classes": classes, "input_size": input_size},
+    prompt = sg.tokenizer.prompt(sg.task_condition(task, unseen_task),
                                  {"params": budget.max_params, "macs": budget.max_macs, "flops": budget.max_flops})
     guide = None
     if guide_quantile is not None and budget.max_params is not None:
         pools = {k: generator.sample(32, cluster=k, temperature=temperature, seed=seed * 1009 + 500 + k).cells
                  for k in range(sg.tokenizer.num_clusters)}
-        estimate = HLParamsEstimate.from_pools(pools, guide_quantile, in_channels=evaluator.input_shape[0],
-                                               num_classes=classes)
+        estimate = HLParamsEstimate.for_task(pools, guide_quantile, task)
         guide = BudgetGuide(sg.tokenizer, estimate, budget.max_params)
-    hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide])[0]))  # beams may coincide
+    hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide], task.max_downsamplings)[0]))  # beams may coincide
     sg_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -166,7 +174,7 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, classes: int
             needed[s.cluster] = needed.get(s.cluster, 0) + 1
     pools = {k: iter(generator.sample(n, cluster=k, temperature=temperature, seed=seed * 1009 + k).cells)
              for k, n in sorted(needed.items())}
-    archs = [hl.materialise([next(pools[s.cluster]) for s in hl.stages]) for hl in plan]
+    archs = [evaluator.materialise(hl, [next(pools[s.cluster]) for s in hl.stages]) for hl in plan]
     cell_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -199,15 +207,14 @@ def run_generate(config: GenerateConfig) -> dict:
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
     with Archive(path, create=False) as archive:
         probe = Probe.from_archive(archive)
-    classes = config.classes or probe.num_classes
-    input_size = config.input_size or int(probe.x.shape[-1])
     b = config.budget
     budget = Budget("request", b.params, b.macs, b.flops)
-    evaluator = ArchEvaluator(probe, budget, "tcet", num_classes=classes,
-                              input_shape=(probe.x.shape[1], input_size, input_size))
-    result = generate_architectures(sg, generator, evaluator, classes, input_size, config.candidates,
-                                    config.sequences, config.temperature, config.seed,
-                                    config.guide_quantile if config.budget_guide else None)
+    evaluator = ArchEvaluator(probe, budget, "tcet", Task.from_json(config.task) if config.task else None)
+    task = evaluator.task
+    result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
+                                    config.temperature, config.seed,
+                                    config.guide_quantile if config.budget_guide else None,
+                                    unseen_task=config.unseen_task)
 
     out = Path(config.out) if config.out else workdir / "generate"
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +222,7 @@ def run_generate(config: GenerateConfig) -> dict:
         for hl, _, e in result.candidates:
             f.write(json.dumps({"hl_spec": hl.to_json(), **e.to_json()}) + "\n")
     metrics = {
-        "budget": asdict(b), "classes": classes, "input_size": input_size, "seed": config.seed,
+        "budget": asdict(b), "task": task.to_json(), "seed": config.seed,
         "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
         "budget_satisfaction": result.within_budget / config.candidates,
         "zc_evaluations": result.zc_evaluations,
@@ -232,7 +239,8 @@ def run_generate(config: GenerateConfig) -> dict:
     arch.save(out / "arch.json")
     (out / "hl_arch.json").write_text(json.dumps(hl.to_json(), indent=2) + "\n")
     draw_arch(arch, out / "arch.png", hl, f"T-CET {best.score:.4g}, {best.params / 1e6:.3g}M params, "
-                                          f"{best.macs / 1e6:.3g}M MACs ({classes} classes, {input_size}px)")
+                                          f"{best.macs / 1e6:.3g}M MACs ({task.name}: {task.num_classes} outputs, "
+                                          f"input {'×'.join(map(str, task.input_shape))})")
     metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
                     "arch": str(out / "arch.json")})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

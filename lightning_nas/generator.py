@@ -13,7 +13,6 @@ result counts the attempts, repairs and rejections, so generation success is mea
 
 from __future__ import annotations
 
-import json
 import random as _random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from .space.ops import resolve_op_set
 
 METHODS = ("ccnf", "neighbourhood", "prior", "uniform")
 DEFAULT_TEMPERATURE = {"cluster": 0.4, "reference": 1.0, "condition": 1.0, "none": 1.0}
-"""The authors' τ: 0.4 when sampling a cluster mean, 1.0 around a reference (REFERENCE.md)."""
+"""The authors' τ: 0.4 when sampling a cluster mean (paper Eq. 9), 1.0 around a reference."""
 
 
 @dataclass
@@ -71,6 +70,8 @@ class CellGenerator:
         self.op_set_name = op_set or gvae.space.get("op_set") or "graphnet"
         self.ops = frozenset(resolve_op_set(self.op_set_name))
         self.max_attempts_factor = max_attempts_factor
+        if clusters is not None:
+            self._check_means(clusters.get("means") if isinstance(clusters, dict) else None)
         if ccnf is not None:
             expected = {**gvae.space, "latent": gvae.hparams.latent, "zc_dims": gvae.hparams.zc_dims}
             if ccnf.space and any(ccnf.space.get(k) != v for k, v in expected.items()):
@@ -79,15 +80,20 @@ class CellGenerator:
 
     @classmethod
     def load(cls, gvae: str | Path, ccnf: str | Path | None = None, clusters: str | Path | None = None,
-             op_set: str | None = None) -> CellGenerator:
-        """From checkpoint and ``clusters.json`` paths (weights-only loading, JSON)."""
+             op_set: str | None = None, archive: str | Path | None = None) -> CellGenerator:
+        """From checkpoint and ``clusters.json`` paths (weights-only loading, JSON). ``clusters.json`` is checked
+        (:func:`lightning_nas.cluster.read_clusters`): its format, shapes and finiteness, ZC dimension = the
+        G-VAE's, and that it was computed in the G-VAE's normalised ZC space (and with this G-VAE, when the cluster
+        stage recorded one); given the ``archive``, that the archive holds its probe and normaliser."""
+        from .cluster import read_clusters
+
+        model = GVAEModule.from_checkpoint(gvae)
+        flow = CCNFModule.from_checkpoint(ccnf) if ccnf else None
         data = None
         if clusters is not None:
-            path = Path(clusters)
-            if not path.is_file():
-                raise FileNotFoundError(f"clusters: {path} does not exist; run python -m lightning_nas cluster")
-            data = json.loads(path.read_text())
-        return cls(GVAEModule.from_checkpoint(gvae), CCNFModule.from_checkpoint(ccnf) if ccnf else None, data, op_set)
+            data = read_clusters(clusters, zc_dims=model.hparams.zc_dims, normaliser=model.normaliser, gvae=gvae,
+                                 archive=archive)
+        return cls(model, flow, data, op_set)
 
     @staticmethod
     def artifact_paths(workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> dict[str, Path]:
@@ -99,8 +105,25 @@ class CellGenerator:
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> CellGenerator:
-        """The generator of a run directory: G-VAE, CCNF and clusters from :meth:`artifact_paths`."""
-        return cls.load(**cls.artifact_paths(workdir, gvae, ccnf, clusters))
+        """The generator of a run directory: G-VAE, CCNF and clusters from :meth:`artifact_paths`, the clusters
+        checked against the run's archive too when it has one."""
+        archive = Path(workdir) / "archive.sqlite"
+        return cls.load(**cls.artifact_paths(workdir, gvae, ccnf, clusters),
+                        archive=archive if archive.is_file() else None)
+
+    def _check_means(self, means) -> None:
+        """The cluster means must be K×D finite numbers with D the G-VAE's ZC dimension (the CCNF's condition size):
+        anything else fails later as a matmul or "stiff ODE" error far from its cause."""
+        dims = self.gvae.hparams.zc_dims
+        try:
+            x = torch.as_tensor(means, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError):
+            x = None
+        if x is None or x.ndim != 2 or len(x) == 0 or x.shape[1] != dims or not torch.isfinite(x).all():
+            shape = "are not a K×D array of numbers" if x is None else f"have shape {tuple(x.shape)}" + (
+                " and NaN/inf values" if x.numel() and not torch.isfinite(x).all() else "")
+            raise ValueError(f"clusters: the means {shape}; need K ≥ 1 finite vectors of the G-VAE's ZC dimension "
+                             f"{dims}: run the cluster stage again (python -m lightning_nas cluster --config ...)")
 
     # ---- conditions ---------------------------------------------------------------------------------------------
     def cluster_condition(self, k: int) -> torch.Tensor:

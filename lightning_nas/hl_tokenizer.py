@@ -3,10 +3,11 @@
 A sequence is ``<bos> [condition tokens] <sep> (cluster channels stride repeats)* head <eos>``:
 
 - **condition tokens** y, in the fixed order of :data:`CONDITION_KEYS`, any of them may be absent: task tokens
-  (``classes``, ``input_size``) and the architecture's measured ``params``, ``macs``, ``flops`` and ``tcet``, each
-  binned on a log10 grid (:class:`LogBins`; ``per_decade`` bins per factor of ten, values outside the range clamp to
-  the end bins). In training the droppable ones are removed at random (App. A: "randomly drop condition tokens from
-  [param, flops, zc]");
+  (``classes``, ``input_size``: :func:`task_condition` of the architecture's task) and the architecture's measured
+  ``params``, ``macs``, ``flops`` and ``tcet``, each binned on a log10 grid (:class:`LogBins`; ``per_decade`` bins
+  per factor of ten, values outside the range clamp to the end bins). In training each is removed at random
+  (App. A: "randomly drop condition tokens from [param, flops, zc]"; we drop the task tokens too, so that a prompt
+  for a task the SG never saw can leave them out — see ``SGModule.task_condition``);
 - **one token group per HL stage**: ``cluster:k``, ``channels:c`` (c on the grid 8..1024 step 8), ``stride:s``,
   ``repeats:r`` — the stages of :class:`~lightning_nas.space.hl.HLArch`, at most 20 cells in all;
 - **the head**: ``head:none`` or ``head:c`` (the 1×1 conv width before pooling), then ``<eos>``.
@@ -27,10 +28,17 @@ from .space.arch import MAX_CELLS
 from .space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 
 CONDITION_KEYS = ("classes", "input_size", "params", "macs", "flops", "tcet")
-DROPPABLE_KEYS = ("params", "macs", "flops", "tcet")
+DROPPABLE_KEYS = CONDITION_KEYS
+TASK_KEYS = ("classes", "input_size")
 SPECIALS = ("<pad>", "<bos>", "<sep>", "<eos>")
 PAD, BOS, SEP, EOS = range(4)
 CHANNELS = tuple(range(8, 1025, 8))
+
+
+def task_condition(task) -> dict[str, int]:
+    """The task tokens' values of a :class:`~lightning_nas.space.task.Task`: its classes and its largest input size
+    (pixels per side, or sequence length)."""
+    return {"classes": task.num_classes, "input_size": max(task.input_size)}
 
 
 @dataclass(frozen=True)
@@ -177,10 +185,16 @@ class HLTokenizer:
             raise ValueError("no <eos> after the head token")
         return HLArch(tuple(stages), None if head == "none" else int(head))
 
-    def allowed(self, generated: Sequence[int]) -> tuple[int, ...]:
+    def task_bins(self, task) -> tuple[int, int]:
+        """The (classes, input_size) bins of ``task``: what the SG can tell tasks apart by."""
+        values = task_condition(task)
+        return self.bins["classes"].index(values["classes"]), self.bins["input_size"].index(values["input_size"])
+
+    def allowed(self, generated: Sequence[int], max_downsamplings: int = MAX_DOWNSAMPLINGS) -> tuple[int, ...]:
         """Token ids that may follow ``generated`` (the tokens after ``<sep>``) in a legal sequence: a stage group
-        in order, repeats keeping the total ≤ ``max_cells``, at most ``MAX_DOWNSAMPLINGS`` stride-2 stages, the head
-        only after a stage, ``<eos>`` after the head, ``<pad>`` after ``<eos>``."""
+        in order, repeats keeping the total ≤ ``max_cells``, at most ``max_downsamplings`` stride-2 stages (the
+        task's limit; 0 for a dense task), the head only after a stage, ``<eos>`` after the head, ``<pad>`` after
+        ``<eos>``."""
         g = self._groups
         cells, stages, strided, phase = 0, 0, 0, 0  # phase: position inside a stage group (0 = a new group or the head)
         for n, t in enumerate(generated):
@@ -201,7 +215,7 @@ class HLTokenizer:
         if phase == 1:
             return g["channels"]
         if phase == 2:
-            return g["stride"] if strided < MAX_DOWNSAMPLINGS else tuple(t for t in g["stride"]
+            return g["stride"] if strided < max_downsamplings else tuple(t for t in g["stride"]
                                                                         if self.vocab[t] != "stride:2")
         return g["repeats"][: self.max_cells - cells]
 

@@ -7,39 +7,59 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
+
+
+PROG = "python -m lightning_nas"
 
 
 class NASCLI(LightningCLI):
     """LightningCLI with reproducible defaults: seed 0 unless the config says otherwise, a config snapshot
     that overwrites the previous one of the same run directory, and W&B offline unless ``WANDB_MODE`` is set
-    (``online`` to sync, ``disabled`` to switch W&B off)."""
+    (``online`` to sync, ``disabled`` to switch W&B off). Its ``--help`` names the program
+    ``python -m lightning_nas <command>``."""
 
     def __init__(self, *args, **kwargs):
         os.environ.setdefault("WANDB_MODE", "offline")
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        kwargs["parser_kwargs"] = {"default_env": False, "prog": PROG,
+                                   "description": "Lightning's fit/validate/test/predict for any module of "
+                                                  "lightning_nas.models (model and data given by class_path)",
+                                   **kwargs.get("parser_kwargs", {})}
         with warnings.catch_warnings():  # our main() passes the parsed command line as `args`, which LightningCLI
             # questions when sys.argv is not empty; sys.argv itself must stay, DDP's launcher re-runs it
             warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
             super().__init__(None, None, *args, **kwargs)
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:  # jsonargparse names them "<prog> [options] fit"; the command line is "<prog> fit"
+            for name, parser in self._subcommand_parsers.items():
+                parser.prog = f"{main_kwargs.get('prog', PROG)} {name}"
 
-def _pop_option(args: list[str], name: str) -> tuple[list[str], str | None]:
-    """``args`` without ``--name VALUE`` / ``--name=VALUE``, and that value."""
-    rest, value, i = [], None, 0
-    while i < len(args):
-        if args[i] == name and i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-            continue
-        if args[i].startswith(name + "="):
-            value = args[i].split("=", 1)[1]
-        else:
-            rest.append(args[i])
-        i += 1
-    return rest, value
+
+EVALUATE_HELP = (
+    "evaluate: fit, then test. Trains the model on the data (resuming from --ckpt_path when given), then tests the "
+    "best checkpoint (by the checkpoint callback's monitor, else the last weights), prints the test metrics and "
+    "writes them with params/MACs/FLOPs, epochs and seconds to <trainer.default_root_dir>/metrics.json. Example: "
+    "python -m lightning_nas evaluate --config configs/evaluate/digits.yaml [--ckpt_path last]"
+)
+
+
+class EvaluateCLI(NASCLI):
+    """The ``evaluate`` command's parser: Lightning's settings (no subcommand) plus ``--ckpt_path``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("parser_kwargs", {"prog": f"{PROG} evaluate", "description": EVALUATE_HELP})
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="resume the fit from this checkpoint; 'last': the run's last.ckpt (a killed run "
+                                 "continues where it stopped)")
 
 
 def evaluate(args: list[str]) -> dict:
@@ -47,8 +67,8 @@ def evaluate(args: list[str]) -> dict:
     checkpoint callback's monitor, else the last weights) and write ``<default_root_dir>/metrics.json``: ``task``,
     ``test_metric`` and its ``test_metric_name``, every test value, ``params``/``macs``/``flops``, ``epochs``,
     ``seconds``."""
-    args, ckpt_path = _pop_option(args, "--ckpt_path")
-    cli = NASCLI(args=args, run=False)
+    cli = EvaluateCLI(args=args, run=False)
+    ckpt_path = cli.config.get("ckpt_path")
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)

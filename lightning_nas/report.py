@@ -158,7 +158,9 @@ def _final_section(report: _Report, w: Path) -> None:
     text = "## Final architecture\n\n"
     if generated:
         budget = ", ".join(f"{k} ≤ {v:.3g}" for k, v in (generated.get("budget") or {}).items() if v) or "none"
-        text += (f"Generated for budget {budget} ({generated.get('classes')} classes, {generated.get('input_size')} px): "
+        task = generated.get("task") or {}
+        text += (f"Generated for budget {budget} (task {task.get('name')}: {task.get('num_classes')} outputs, input "
+                 f"{task.get('in_channels')}×{'×'.join(map(str, task.get('input_size') or []))}): "
                  f"**{generated.get('params', 0) / 1e6:.3f} M params, {generated.get('macs', 0) / 1e6:.1f} M MACs**, "
                  f"T-CET {_fmt(generated.get('tcet'))}, from {generated.get('candidates')} candidates "
                  f"({generated.get('zc_evaluations')} ZC evaluations, {_fmt(generated.get('seconds'))} s). "

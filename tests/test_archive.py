@@ -405,3 +405,163 @@ def test_probe_round_trips_through_the_archive_and_ambiguity_is_refused(tmp_path
         assert Probe.from_archive(archive, other.id).id == other.id
         with pytest.raises(ValueError, match="no probe 'x'"):
             archive.resolve_probe("x")
+
+
+# ---- 7. I/O errors name the file and what to do ----------------------------------------------------------------
+def _corrupt_pages(path: Path, first_page: int) -> None:
+    """Overwrite the start of every page from ``first_page`` (1-based) on with garbage."""
+    data = bytearray(path.read_bytes())
+    size = int.from_bytes(data[16:18], "big")
+    rng = random.Random(0)
+    for offset in range(size * (first_page - 1), len(data), size):
+        data[offset : offset + 200] = rng.randbytes(200)
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_archive_names_the_file_and_what_to_do(tmp_path):
+    advice = r"corrupted.*restore it from a backup, or delete it .*to start again; the zc stage rebuilds missing rows"
+    path = tmp_path / "archive.sqlite"
+    with Archive(path, op_set="graphnet") as archive:
+        archive.add_cells(sample_cells(400, seed=0))
+    with _raw(path) as con:
+        last_root = con.execute("SELECT MAX(rootpage) FROM sqlite_master").fetchone()[0]
+    _corrupt_pages(path, last_root + 1)  # the cells' rows only: the schema and meta still read
+    with Archive(path, op_set="graphnet") as archive:
+        with pytest.raises(ArchiveError, match=advice) as info:
+            list(archive.iter_cells())
+        assert f"{path}: " in str(info.value) and "database disk image is malformed" in str(info.value)
+        with pytest.raises(ArchiveError, match=advice):
+            archive.add_cells(sample_cells(400, seed=1))
+
+    broken = tmp_path / "broken" / "archive.sqlite"  # the meta table too: opening says so
+    broken.parent.mkdir()
+    with Archive(broken, op_set="graphnet") as archive:
+        archive.add_cells(sample_cells(20, seed=0))
+    _corrupt_pages(broken, 2)
+    with pytest.raises(ArchiveError, match=advice) as info:
+        Archive(broken)
+    assert str(broken) in str(info.value)
+
+
+def _read_only_connections(monkeypatch) -> None:
+    """Open every SQLite file read-only, as the OS does for a user without write permission on it (the tests run
+    as root, whom chmod does not stop)."""
+    real = sqlite3.connect
+
+    def connect(database, *args, uri=False, **kwargs):
+        if not uri:
+            database, uri = f"{Path(database).resolve().as_uri()}?mode=ro", True
+        return real(database, *args, uri=uri, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def test_a_read_only_archive_names_the_file_and_what_to_do(tmp_path, monkeypatch):
+    path = tmp_path / "archive.sqlite"
+    with Archive(path) as archive:
+        archive.add_zc("h1", "p", {"naswot": 1.0})
+    with monkeypatch.context() as m:
+        _read_only_connections(m)
+        with Archive(path) as archive:
+            assert archive.zc("p") == {"h1": {"naswot": 1.0}}  # reading still works
+            with pytest.raises(ArchiveError, match=r"attempt to write a readonly database.*make the file") as info:
+                archive.add_zc("h2", "p", {"naswot": 2.0})
+            assert f"{path}: " in str(info.value) and "writable" in str(info.value)
+    if os.geteuid() != 0:  # a real read-only file, where the permission holds
+        path.chmod(0o444)
+        try:
+            with pytest.raises(ArchiveError, match=r"readonly.*writable"):
+                with Archive(path) as archive:
+                    archive.add_zc("h2", "p", {"naswot": 2.0})
+        finally:
+            path.chmod(0o644)
+    with Archive(path) as archive:
+        assert archive.zc("p") == {"h1": {"naswot": 1.0}}
+
+
+def test_a_writer_locked_out_names_the_file_and_what_to_do(tmp_path, monkeypatch):
+    import lightning_nas.archive as archive_module
+
+    path = tmp_path / "archive.sqlite"
+    Archive(path).close()
+    monkeypatch.setattr(archive_module, "BUSY_TIMEOUT_S", 0.2)
+    with _raw(path) as holder, Archive(path) as archive:
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(ArchiveError, match=r"database is locked.*another process") as info:
+            archive.add_zc("h", "p", {"naswot": 1.0})
+        assert f"{path}: " in str(info.value)
+        holder.rollback()
+        assert archive.add_zc("h", "p", {"naswot": 1.0})
+
+
+# ---- 8. claims on pending ZC evaluations -------------------------------------------------------------------------
+_CLAIMER = """
+import os, sys
+from lightning_nas.archive import Archive
+archive = Archive(sys.argv[1], create=False)
+print(",".join(archive.claim_zc("p", sys.argv[2].split(","), 3, "killed-run")), flush=True)
+os._exit(0)  # ends without releasing its claims, like a killed run
+"""
+
+
+def test_zc_claims_share_pending_cells_and_come_back(tmp_path):
+    path = tmp_path / "archive.sqlite"
+    hashes = [f"h{k}" for k in range(12)]
+    with Archive(path) as a, Archive(path) as b:
+        a.add_zc("h0", "p", {"naswot": 0.0})  # done: never claimed
+        assert a.claim_zc("p", hashes, 3, "run-a") == ["h1", "h2", "h3"]
+        assert b.claim_zc("p", hashes, 3, "run-b") == ["h4", "h5", "h6"]
+        assert b.claim_zc("q", hashes, 2, "run-b") == ["h0", "h1"]  # claims are per probe
+        assert a.claim_zc("p", reversed(hashes), 2, "run-a") == ["h11", "h10"]  # in the order given
+        assert [(c["hash"], c["owner"]) for c in b.zc_claims("p")] == [
+            ("h1", "run-a"), ("h2", "run-a"), ("h3", "run-a"), ("h4", "run-b"), ("h5", "run-b"), ("h6", "run-b"),
+            ("h11", "run-a"), ("h10", "run-a")]
+        assert all(c["pid"] == os.getpid() and c["expires"] > time.time() + 500 for c in a.zc_claims("p"))
+
+        # a finished cell: row written, claim released; it is not claimed again
+        a.add_zc("h1", "p", {"naswot": 1.0})
+        assert a.release_zc_claims("p", "run-a", ["h1"]) == 1
+        # released unfinished claims go back to the pool
+        assert a.release_zc_claims("p", "run-a", ["h2"]) == 1
+        assert b.claim_zc("p", hashes, 10, "run-b") == ["h2", "h7", "h8", "h9"]
+        assert b.claim_zc("p", hashes, 10, "run-c") == []
+
+        # an expired lease goes back to the pool; a renewed one does not
+        assert b.release_zc_claims("p", "run-b") == 7
+        assert a.release_zc_claims("p", "run-a") == 3
+        assert a.claim_zc("p", hashes, 2, "run-a", lease_s=0.2) == ["h2", "h3"]
+        assert b.claim_zc("p", hashes, 2, "run-b", lease_s=0.2) == ["h4", "h5"]
+        assert a.renew_zc_claims("p", "run-a", lease_s=600) == 2
+        time.sleep(0.3)
+        assert b.claim_zc("p", hashes, 3, "run-c") == ["h4", "h5", "h6"]
+
+        # a run that ended without releasing (killed): its claims come back at once, before its lease expires
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        killed = subprocess.run([sys.executable, "-c", _CLAIMER, str(path), ",".join(hashes)], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert killed.stdout.strip() == "h7,h8,h9", killed.stderr[-2000:]
+        assert {c["hash"] for c in a.zc_claims("p") if c["owner"] == "killed-run"} == {"h7", "h8", "h9"}
+        assert a.claim_zc("p", hashes, 10, "run-a") == ["h7", "h8", "h9", "h10", "h11"]
+        assert "killed-run" not in {c["owner"] for c in a.zc_claims("p")}
+
+        with pytest.raises(ValueError, match="owner"):
+            a.claim_zc("p", hashes, 1, "")
+        with pytest.raises(ValueError, match="lease_s"):
+            a.claim_zc("p", hashes, 1, "run-a", lease_s=0)
+
+
+def test_an_archive_without_the_claims_table_still_opens_and_gets_it(tmp_path):
+    """Archives written before claims existed (schema version 1 without ``zc_claims``) open, read no claims, and get
+    the table on their first claim."""
+    path = tmp_path / "archive.sqlite"
+    with Archive(path) as archive:
+        archive.add_zc("h0", "p", {"naswot": 0.0})
+    with _raw(path) as con:
+        con.execute("DROP TABLE zc_claims")
+        con.commit()
+    with Archive(path, create=False) as archive:
+        assert archive.zc_claims("p") == [] and archive.release_zc_claims("p", "run") == 0
+        assert archive.renew_zc_claims("p", "run") == 0
+        assert archive.claim_zc("p", ["h0", "h1"], 5, "run") == ["h1"]
+        assert [c["hash"] for c in archive.zc_claims("p")] == ["h1"]
+        assert archive.zc("p") == {"h0": {"naswot": 0.0}}

@@ -2,12 +2,17 @@
 condition under the adjoint, reproducible sampling, stiff solves."""
 
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from lightning_nas.models.ccnf import CCNFModule, ConditionalFlow, StiffSolveError
+from tests.conftest import REPO
 
 
 def flow(dim=4, cond_dim=2, **kw):
@@ -225,7 +230,6 @@ def test_ccnf_checkpoint_of_another_gvae_is_refused(tiny_gvae):
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
-@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
 def test_stiff_batches_are_skipped_saved_and_stop_the_run_when_persistent(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
@@ -242,3 +246,78 @@ def test_stiff_batches_are_skipped_saved_and_stop_the_run_when_persistent(tmp_pa
     assert [p.name for p in saved] == ["epoch0_batch0.pt", "epoch0_batch1.pt", "epoch0_batch2.pt"]
     batch = torch.load(saved[0], weights_only=True)
     assert torch.equal(batch["latents"], loader.dataset.tensors[0][:8])
+
+
+class StiffAtBatch1(CCNFModule):
+    """Batch 1 is solved with a step limit of 0: torchdiffeq gives up at once, a genuine :class:`StiffSolveError`."""
+
+    def on_train_start(self) -> None:
+        self.params_after: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self.flow.max_num_steps = 0 if batch_idx == 1 else self.hparams.max_num_steps
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.params_after.append({n: p.detach().clone() for n, p in self.named_parameters()})
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
+def test_a_stiff_batch_is_skipped_without_an_optimiser_step_and_training_goes_on(tmp_path):
+    """One process: the stiff batch is counted, saved and warned about, no parameter or optimiser state moves on it,
+    and the next batches train. ``training_step`` returns a zero loss rather than ``None`` (which Lightning refuses
+    under DDP, and warns about here)."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = StiffAtBatch1(latent_dim=8, cond_dim=4, hidden=16, layers=2, atol=1e-4, rtol=1e-4, gen_samples=0)
+    loader = DataLoader(TensorDataset(torch.randn(24, 8), torch.randn(24, 4)), batch_size=8)
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        limit_val_batches=0)
+    with pytest.warns(RuntimeWarning, match=r"skipped stiff batch 1 of epoch 0 \(ODE solve failed"):
+        trainer.fit(model, train_dataloaders=loader)
+    assert model.stiff_skipped == 1 and model.stiff_in_a_row == 0
+    assert [p.name for p in (tmp_path / "stiff_batches").iterdir()] == ["epoch0_batch1.pt"]
+    after, names = model.params_after, [n for n, _ in model.named_parameters()]
+    assert len(after) == 3
+    assert all(torch.equal(after[1][n], after[0][n]) for n in names)  # the skipped step moved nothing
+    assert not all(torch.equal(after[2][n], after[1][n]) for n in names)  # the next one trains
+    assert all(int(state["step"]) == 2 for state in trainer.optimizers[0].state.values())  # two AdamW steps, not 3
+
+
+def test_ddp_skips_a_batch_stiff_on_one_rank_on_every_rank(tmp_path):
+    """Two CPU processes (gloo, ``strategy=ddp``), rank 1's solve of batch 1 stiff (tests/ccnf_ddp_stiff.py): every
+    rank skips that batch (no rank waits for the others' gradients), nothing moves on the skipped step, training
+    goes on, and the replicas end identical. Before, rank 1 alone returned ``None`` and the run died or hung."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    # Lightning starts rank 1 as a child of rank 0: a session of their own lets a timeout end both. The helper ends a
+    # run still training 90 s after the rendezvous (a hang); the timeout here also covers two slow imports of torch.
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "ccnf_ddp_stiff.py"), str(tmp_path)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail("2-process DDP run hung:\n" + log[-3000:])
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a rank left behind
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 0, log[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for rank in ranks:
+        assert rank["skipped"] == [1] and rank["stiff_skipped"] == 1
+        assert rank["global_step"] == 4 and len(rank["params_after"]) == 4  # the epoch went on past the skip
+    assert sorted(p.name for p in (tmp_path / "stiff_batches").iterdir()) == ["epoch0_batch1_rank1.pt"]
+    (a, b), names = ranks, ranks[0]["params"].keys()
+    assert all(torch.equal(a["params"][n], b["params"][n]) for n in names)  # identical replicas
+    for step in range(4):
+        assert all(torch.equal(a["params_after"][step][n], b["params_after"][step][n]) for n in names)
+    after = a["params_after"]
+    assert all(torch.equal(after[1][n], after[0][n]) for n in names)  # the skipped step moved nothing
+    assert not all(torch.equal(after[3][n], after[1][n]) for n in names)  # the steps after it train
+    assert a["params"]["flow.dynamics.net.layers.2.layer.weight"].abs().sum() > 0  # zero-initialised, now trained

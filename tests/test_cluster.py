@@ -11,7 +11,18 @@ import yaml
 
 from lightning_nas.archive import Archive
 from lightning_nas.cli import main as cli_main
-from lightning_nas.cluster import RULE, ClusterStageConfig, choose_k, fit_clusters, plateau_k, run_cluster_stage
+from lightning_nas.cluster import (
+    FORMAT_VERSION,
+    RULE,
+    ClusterStageConfig,
+    choose_k,
+    file_digest,
+    fit_clusters,
+    normaliser_digest,
+    plateau_k,
+    read_clusters,
+    run_cluster_stage,
+)
 from lightning_nas.space import sample_cells
 from lightning_nas.zc.vector import ZC_NAMES, ZCNormaliser
 
@@ -201,6 +212,12 @@ def test_stage_end_to_end(tmp_path):
     with Archive(tmp_path / "archive.sqlite") as archive:
         assert clusters["normaliser"] == archive.get_normaliser("p")
         assigned = archive.clusters("p")
+    # what it was computed from: the reader checks these against the G-VAE and the archive it is used with
+    assert clusters["format"] == "lightning-nas-clusters" and clusters["version"] == FORMAT_VERSION == 2
+    assert clusters["source"] == {"archive": str(tmp_path / "archive.sqlite"), "probe_id": "p",
+                                  "normaliser_sha256": normaliser_digest(clusters["normaliser"]),
+                                  "gvae": None, "gvae_sha256": None}
+    assert read_clusters(out / "clusters.json", zc_dims=4, archive=tmp_path / "archive.sqlite") == clusters
     # the means live in the normalised ZC space: mapping the true centres through the normaliser lands on them
     normaliser = ZCNormaliser.from_dict(clusters["normaliser"])
     centres = normaliser.transform(
@@ -256,6 +273,20 @@ def test_stage_assigns_the_other_cells_through_a_gvae(tmp_path):
     gmm = gmm_from_fit(json.loads((tmp_path / "cluster" / "clusters.json").read_text()))
     by_hand = gmm.predict(loaded.predict_zc(loaded.encode([cells[h] for h in others])).double().numpy())
     assert [assigned[h] for h in others] == by_hand.tolist()
+    # clusters.json records the G-VAE's digest; a generator loads it with that G-VAE and refuses another one
+    from lightning_nas.generator import CellGenerator
+
+    clusters_path = tmp_path / "cluster" / "clusters.json"
+    source = json.loads(clusters_path.read_text())["source"]
+    assert source["gvae"] == str(checkpoint) and source["gvae_sha256"] == file_digest(checkpoint)
+    generator = CellGenerator.load(checkpoint, clusters=clusters_path, archive=tmp_path / "archive.sqlite")
+    assert len(generator.clusters["means"]) == metrics["k"]
+    retrained = torch.load(checkpoint, weights_only=True)
+    retrained["state_dict"] = {k: v.clone() + 0.5 for k, v in retrained["state_dict"].items()}
+    torch.save(retrained, tmp_path / "retrained.ckpt")
+    with pytest.raises(ValueError, match=r"clusters.json: computed with the G-VAE .*gvae.ckpt.*run the cluster stage "
+                                         r"again: .* --gvae .*gvae.ckpt"):
+        CellGenerator.load(tmp_path / "retrained.ckpt", clusters=clusters_path)
 
     with pytest.raises(FileNotFoundError, match="configs/gvae.yaml"):
         run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(tmp_path / "none.ckpt"), **K_RANGE))
@@ -269,6 +300,8 @@ def test_stage_assigns_the_other_cells_through_a_gvae(tmp_path):
     torch.save(other, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="another ZC normaliser"):
         run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(tmp_path / "other.ckpt"), **K_RANGE))
+    with pytest.raises(ValueError, match="clusters.json: clustered in another normalised ZC space.*another archive"):
+        CellGenerator.load(tmp_path / "other.ckpt", clusters=clusters_path)
     with Archive(tmp_path / "archive.sqlite") as archive:
         assert archive.clusters("p") == assigned  # refused runs replaced nothing
 

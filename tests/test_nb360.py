@@ -16,7 +16,7 @@ from scipy.io import savemat
 
 from datamodules.nb360 import NB360_TASKS, ArrayUnpickler, NB360DataModule
 from datamodules.files import read_pickle
-from datamodules.nb360.objectives import COSMIC_IGNORE, ContactDistanceMAE, FocalLoss
+from datamodules.nb360.objectives import COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss
 from datamodules.nb360.tasks import ECG_CLASSES
 
 RNG = np.random.default_rng(0)
@@ -138,7 +138,7 @@ def test_task_reads_published_format(name, tmp_path):
     sizes = {split: len(datamodule.splits[split]) for split in ("train", "val", "test")}
     if name in SPLIT_SIZES:
         assert tuple(sizes.values()) == SPLIT_SIZES[name]
-    loss, metric = task.loss(), task.metric()
+    loss, metrics = task.loss(), task.metrics()
     for split, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader()),
                           ("test", datamodule.test_dataloader())):
         x, y = whole(loader)
@@ -157,8 +157,9 @@ def test_task_reads_published_format(name, tmp_path):
         value.backward()
         assert torch.isfinite(value) and output.grad is not None
         if split == "test":
-            metric.update(output.detach(), y)
-    assert torch.isfinite(metric.compute())
+            metrics.update(output.detach(), y)
+    values = metrics.compute()
+    assert set(values) == set(task.metric_names) and all(torch.isfinite(v) for v in values.values())
 
 
 def test_darcy_flow_inputs_and_v73_files(tmp_path):
@@ -321,7 +322,7 @@ def test_metrics_by_hand():
     f1.update(torch.eye(4)[[0, 1, 1, 1, 2, 2]], torch.tensor([0, 0, 1, 1, 2, 3]))
     assert torch.isclose(f1.compute(), torch.tensor((2 / 3 + 0.8 + 2 / 3 + 0) / 4))
 
-    fnr = NB360_TASKS["cosmic"].metric()
+    fnr = FalseNegativeRate()
     fnr.update(torch.tensor([[3.0, 2.0, -1.0, 4.0], [9.0, -2.0, 5.0, -3.0]]),
                torch.tensor([[1.0, 1.0, 1.0, 0.0], [COSMIC_IGNORE, 1.0, 0.0, 0.0]]))
     assert fnr.compute() == 0.5  # 2 of the 4 true cosmic-ray pixels missed; the ignored pixel does not count
@@ -334,3 +335,40 @@ def test_metrics_by_hand():
     labels = torch.tensor([[1, 0] * 18, [0, 1] * 18, [1, 1] * 18, [0, 0] * 18])
     auroc.update(labels * 2.0 - 1, labels)
     assert auroc.compute() == 1.0
+
+
+def test_cosmic_reports_one_minus_pixel_auroc_and_fnr_by_hand():
+    """Cosmic's headline is 1 − AUROC over the non-ignored pixels (the paper's Table 4), FNR is logged beside it."""
+    task = NB360_TASKS["cosmic"]
+    assert task.metric_names == ("one_minus_auroc", "fnr") and task.metric_direction == "min"
+    metrics = task.metrics("val/")
+    batches = [(torch.tensor([[[2.0, 0.2], [-3.0, 4.0]]]), torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])),
+               # every kept logit of this batch lies in [0, 1]: it must still be ranked on the logit scale
+               (torch.tensor([[[9.0, 0.3, 0.1]]]), torch.tensor([[[COSMIC_IGNORE, 1.0, 0.0]]]))]
+    for logits, target in batches:
+        metrics.update(logits[:, None], target[:, None])
+    values = metrics.compute()
+    # positives 2, −3, 0.3 against negatives 0.2, 4, 0.1: 2 > 0.2, 0.1 and 0.3 > 0.2, 0.1 — 4 of 9 pairs ordered.
+    # Counting the ignored pixel (logit 9) as a positive would give 7/12, as a negative 4/12.
+    assert torch.isclose(values["val/one_minus_auroc"], torch.tensor(1 - 4 / 9))
+    assert torch.isclose(values["val/fnr"], torch.tensor(1 / 3))  # −3 is the one missed cosmic-ray pixel
+    from sklearn.metrics import roc_auc_score
+
+    kept_logits, kept_targets = [2.0, 0.2, -3.0, 4.0, 0.3, 0.1], [1, 0, 1, 0, 1, 0]
+    assert math.isclose(1 - roc_auc_score(kept_targets, kept_logits), 1 - 4 / 9)
+
+
+def test_deepsea_auroc_ranks_every_batch_on_the_sigmoid_scale():
+    """Two batches of logits, one of them inside [0, 1]: torchmetrics alone would skip the sigmoid on that batch and
+    rank its samples against the other batch's probabilities."""
+    from sklearn.metrics import roc_auc_score
+
+    from datamodules.nb360.objectives import MultilabelAUROCOfFloatTargets
+
+    logits = [torch.tensor([[0.2], [0.9], [0.5], [0.1]]), torch.tensor([[-3.0], [2.0], [0.3], [-0.5]])]
+    targets = [torch.tensor([[0.0], [1.0], [1.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0], [1.0]])]
+    metric = MultilabelAUROCOfFloatTargets(num_labels=1)
+    for p, t in zip(logits, targets, strict=True):
+        metric.update(p, t)
+    expected = roc_auc_score(torch.cat(targets).ravel().numpy(), torch.cat(logits).sigmoid().ravel().numpy())
+    assert float(metric.compute()) == pytest.approx(expected)

@@ -16,7 +16,9 @@ import yaml
 from lightning_nas.pipeline import STAGES, PipelineConfig, run_pipeline
 from tests.conftest import REPO
 
+DIGITS_16 = {"name": "digits", "input_size": 16}  # the network evaluate trains below: digits at 16 px
 MICRO = {
+    # every budget caps params and MACs, so the run time cannot depend on what a generator happens to produce
     "zc": {"config": "configs/zc/tiny.yaml",
            "set": {"unlabelled": 200, "labelled": 24, "workers": 1, "probe": {"source": "gaussian", "seed": 0,
                                                                                 "batch_size": 4}}},
@@ -30,14 +32,15 @@ MICRO = {
                      "model.init_args.hidden": 16, "model.init_args.layers": 1, "model.init_args.gen_samples": 0,
                      "model.init_args.atol": 1e-3, "model.init_args.rtol": 1e-3}},
     "search": {"config": "configs/search/tiny.yaml",
-               "set": {"population": 3, "iterations": 12, "wandb": False,
-                       "budgets": [{"name": "small", "max_params": 1000000}]}},
+               "set": {"population": 3, "iterations": 12, "wandb": False, "task": DIGITS_16,
+                       "budgets": [{"name": "small", "max_params": 300000, "max_macs": 5000000}]}},
     "sg": {"config": "configs/sg.yaml",
            "set": {"trainer.max_epochs": 1, "trainer.logger": False, "model.init_args.hidden_size": 16,
                    "model.init_args.num_layers": 1, "model.init_args.num_heads": 1, "data.init_args.val_fraction": 0.3,
                    "data.init_args.budget_grid_size": 2}},
     "generate": {"config": "configs/generate/tiny.yaml",
-                 "set": {"budget": {"params": "1M"}, "candidates": 3, "sequences": 1}},
+                 "set": {"budget": {"params": "300k", "macs": "5M"}, "candidates": 3, "sequences": 1,
+                         "task": DIGITS_16}},
     "evaluate": {"config": "configs/evaluate/digits.yaml",
                  "set": {"model.init_args.arch": "{workdir}/generate/arch.json", "trainer.max_epochs": 1,
                          "trainer.logger": False, "data.init_args.image_size": 16}},
@@ -85,7 +88,8 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     run = tmp_path / "run"
     metrics = json.loads((run / "evaluate" / "metrics.json").read_text())
     assert metrics["task"] == "digits" and 0 <= metrics["test_metric"] <= 1
-    assert json.loads((run / "generate" / "metrics.json").read_text())["params"] <= 1_000_000
+    generated = json.loads((run / "generate" / "metrics.json").read_text())
+    assert generated["params"] <= 300_000 and generated["macs"] <= 5_000_000
 
     # nothing changed: nothing runs; a changed SG setting reruns sg and everything after it
     assert all(s["status"] == "skipped" for s in run_pipeline(config, log=log.append)["stages"].values())

@@ -12,6 +12,7 @@ import pytest
 from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, hl_evo, mutate, scale_width
 from lightning_nas.search.mutations import mutate_cell
+from lightning_nas.space.task import TASKS
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.zc import Probe
@@ -144,11 +145,12 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
     import shutil
 
     from lightning_nas.cli import main as cli_main
+    from lightning_nas.cluster import write_clusters
     from lightning_nas.search.stage import SearchStageConfig, run_search_stage
 
     shutil.copy(tiny_archive, tmp_path / "archive.sqlite")
     shutil.copy(tiny_ccnf, tmp_path / "ccnf.ckpt")
-    (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4, [1.0] * 4]}))
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
     config = SearchStageConfig(
         workdir=str(tmp_path), gvae=str(tiny_gvae), ccnf=str(tmp_path / "ccnf.ckpt"),
         clusters=str(tmp_path / "clusters.json"), population=3, iterations=4, seed=1,
@@ -189,6 +191,10 @@ class CountingEvaluator:
     """A stand-in scorer (no network): score = number of cells, so the search logic runs in milliseconds."""
 
     objective, budget = "cells", Budget("none")
+    task = TASKS["cifar10"]
+
+    def materialise(self, hl, cells):
+        return self.task.materialise(hl, cells)
 
     def __call__(self, arch):
         from lightning_nas.search import Evaluation

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from lightning_nas.cluster import write_clusters
 from lightning_nas.hl_tokenizer import BOS, EOS, SEP, HLTokenizer, LogBins
 from lightning_nas.search.hl_evo import random_candidate
 from lightning_nas.space.arch import MAX_CELLS
@@ -144,26 +145,52 @@ def test_hl_sequence_datamodule(history_archive, tmp_path):
     dm.setup()
     assert dm.tokenizer.num_clusters == 2 and len(dm.train_items) + len(dm.val_items) == 160
     assert not {h for h, _ in dm.train_items} & {h for h, _ in dm.val_items}  # split by HL architecture
-    assert dm.task == {"classes": 10, "input_size": 32, "in_channels": 3}
+    assert dm.tasks == [dm.task] and dm.task.input_shape == (3, 32, 32) and dm.task.num_classes == 10
     assert len(dm.budget_grid) == 10 and sorted(dm.cluster_cells) == [0, 1]
     batch = next(iter(dm.val_dataloader()))
     for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
         sep = ids.tolist().index(SEP)
         assert (labels[: sep + 1] == -100).all() and labels[sep + 1] == ids[sep + 1]  # Eq. 10: α̂ given y
         assert ((labels != -100) == (mask.bool() & (torch_arange(len(ids)) > sep))).all()
-    # condition dropout 1 removes every droppable token, 0 none
+    # condition dropout 1 removes every condition token (the task's too: prompts for unseen tasks leave them out), 0 none
     hl, values = dm.train_items[0]
     dm.hparams.condition_dropout = 1.0
     dropped = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
-    assert dropped[: dropped.index(SEP) + 1] == dm.tokenizer.prompt({"classes": 10, "input_size": 32})
+    assert dropped[: dropped.index(SEP) + 1] == dm.tokenizer.prompt({})
     dm.hparams.condition_dropout = 0.0
     kept = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
-    assert kept.index(SEP) == 3 + sum(values[k] is not None for k in DROPPABLE_KEYS)
+    assert kept[: kept.index(SEP) + 1] == dm.tokenizer.prompt(values)
+    assert kept.index(SEP) == 1 + sum(values[k] is not None for k in DROPPABLE_KEYS) >= 3
     with pytest.raises(FileNotFoundError, match="run the zc and search stages"):
         HLSequenceDataModule(str(tmp_path / "none.sqlite")).setup()
     (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4]}))
     with pytest.raises(ValueError, match="another clustering"):
         HLSequenceDataModule(str(history_archive), clusters=str(tmp_path / "clusters.json")).setup()
+
+
+def test_hl_sequences_keep_each_cluster_cell_once(tiny_archive, tmp_path):
+    """A cell the search drew for many architectures is one cell of its cluster, not one per use (it would weight
+    ``draw_cells`` and the budget guide's quantile by reuse)."""
+    from datamodules import HLSequenceDataModule
+    from lightning_nas.archive import Archive
+
+    path = tmp_path / "archive.sqlite"
+    shutil.copy(tiny_archive, path)
+    small, big = Cell.random(seed=1), Cell.random(seed=2)
+    rng = random.Random(0)
+    with Archive(path) as archive:
+        for i in range(30):
+            hl = HLArch((HLStage(0, 16, 1, 1), HLStage(1, 8 * (i + 1), 2, 1)))  # 30 HL archs: both splits
+            cells = [small if i % 10 else big, Cell.random(seed=100 + i)]  # cluster 0: 27 uses of one cell
+            arch = hl.materialise(cells)
+            cost = count_cost(build_network(arch, 3, 10), (3, 32, 32))
+            archive.add_arch(arch.to_json(), {**cost, "status": "ok", "score": rng.random(), "objective": "tcet",
+                                              "iteration": i}, hl.to_json(), {}, stage="search", run="r")
+    dm = HLSequenceDataModule(str(path), val_fraction=0.2)
+    dm.setup()
+    assert sorted(c.canonical_hash() for c in dm.cluster_cells[0]) == sorted({small.canonical_hash(),
+                                                                              big.canonical_hash()})
+    assert len(dm.cluster_cells[1]) == 30
 
 
 def torch_arange(n):
@@ -279,7 +306,7 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     from lightning_nas.space.arch import Arch
 
     shutil.copy(history_archive, tmp_path / "archive.sqlite")
-    (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4, [1.0] * 4]}))
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
     common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
                   clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2)
     metrics = run_generate(GenerateConfig(**common, budget={"params": "250k"}, out=str(tmp_path / "a")))
@@ -295,10 +322,78 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.params", "250k",
               "--out", str(tmp_path / "b")])
     assert (tmp_path / "b" / "arch.json").read_text() == (tmp_path / "a" / "arch.json").read_text()
-    other = run_generate(GenerateConfig(**common, budget={"params": 250_000}, classes=100, out=str(tmp_path / "c")))
-    assert other["classes"] == 100 and other["params"] <= 250_000
+    with pytest.warns(UserWarning, match="never trained on a task like 'cifar100'"):  # the SG saw 10 classes only
+        other = run_generate(GenerateConfig(**common, budget={"params": 250_000}, task="cifar100",
+                                            out=str(tmp_path / "c")))
+    assert other["task"]["num_classes"] == 100 and other["params"] <= 250_000
+    wide = Arch.load(tmp_path / "c" / "arch.json")
+    assert wide.task.name == "cifar100" and count_cost(build_network(wide, 3, 100), (3, 32, 32))["params"] == \
+        other["params"]
+    with pytest.raises(ValueError, match="never trained on a task like 'cifar100'"):
+        run_generate(GenerateConfig(**common, budget={"params": 250_000}, task="cifar100", unseen_task="error",
+                                    out=str(tmp_path / "d")))
     with pytest.raises(ValueError, match="at least one of"):
         GenerateConfig(budget={})
-    (tmp_path / "clusters3.json").write_text(json.dumps({"means": [[0.0] * 4] * 3}))
+    write_clusters(tmp_path / "clusters3.json", [[0.0] * 4] * 3, archive=tmp_path / "archive.sqlite")
     with pytest.raises(ValueError, match="SG knows 2 clusters"):
         run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}))
+
+
+def test_generate_for_dense_and_sequence_tasks_respects_their_shapes(history_archive, trained_sg, tiny_gvae,
+                                                                     tiny_ccnf, tmp_path):
+    """A dense task gets only stride-1 stages and a per-pixel network; a 1-D task with 4 input channels gets a
+    Conv1d network; both budgets hold on the network evaluate trains (the task's, counted at its input shape)."""
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.space.network import DenseGraphNet
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+                  clusters=str(tmp_path / "clusters.json"), candidates=4, sequences=2, unseen_task="drop")
+    dense = {"name": "dense-16", "in_channels": 2, "input_size": 16, "num_classes": 1, "dense": True}
+    with pytest.warns(UserWarning, match="never trained"):
+        metrics = run_generate(GenerateConfig(**common, budget={"params": "250k", "macs": "200M"}, task=dense,
+                                              out=str(tmp_path / "dense")))
+    arch = Arch.load(tmp_path / "dense" / "arch.json")
+    assert arch.task.dense and all(s.stride == 1 for s in arch.stages) and arch.stem_stride == 1
+    cost = count_cost(DenseGraphNet(arch, 2, 1), (2, 16, 16))
+    assert (cost["params"], cost["macs"]) == (metrics["params"], metrics["macs"]) and cost["macs"] <= 200e6
+    sequence = {"name": "seq-4x200", "in_channels": 4, "input_size": [200], "num_classes": 36}
+    with pytest.warns(UserWarning, match="never trained"):
+        metrics = run_generate(GenerateConfig(**common, budget={"params": "250k"}, task=sequence,
+                                              out=str(tmp_path / "seq")))
+    arch = Arch.load(tmp_path / "seq" / "arch.json")
+    model = build_network(arch, 4, 36, dims=1)
+    assert count_cost(model, (4, 200))["params"] == metrics["params"] <= 250_000
+    assert arch.task.dims == 1 and sum(s.stride == 2 for s in arch.stages) <= arch.task.max_downsamplings
+
+
+def test_a_history_of_several_tasks_conditions_the_sg_on_each(tiny_archive, tmp_path):
+    """The 'learn the task' path: searches for two task shapes write rows that carry their task; the sequences use
+    each row's own task tokens and the SG records both tasks, so prompts for either keep their task tokens."""
+    from datamodules import HLSequenceDataModule
+    from lightning_nas.archive import Archive
+    from lightning_nas.models import SGModule
+    from lightning_nas.space.task import named_task
+
+    path = tmp_path / "archive.sqlite"
+    shutil.copy(tiny_archive, path)
+    rng = random.Random(0)
+    with Archive(path) as archive:
+        for i in range(40):
+            task = named_task("cifar10" if i % 2 else "cifar100")
+            c = random_candidate(rng, 2, random_cell, 64)
+            arch = task.materialise(c.hl, c.cells)
+            archive.add_arch(arch.to_json(), {**task.cost(arch), "status": "ok", "score": 1.0 + i,
+                                              "objective": "tcet", "iteration": i}, c.hl.to_json(), {},
+                             stage="search", run=task.name)
+    dm = HLSequenceDataModule(str(path), val_fraction=0.2)
+    dm.setup()
+    assert {t.name for t in dm.tasks} == {"cifar10", "cifar100"}
+    assert {v["classes"] for _, v in dm.train_items + dm.val_items} == {10, 100}
+    sg = SGModule(hidden_size=16, num_layers=1, num_heads=1, tokenizer=dm.tokenizer.to_dict(),
+                  tasks=[t.to_json() for t in dm.tasks])
+    assert sg.task_condition(named_task("cifar100")) == {"classes": 100, "input_size": 32}
+    with pytest.warns(UserWarning, match="never trained on a task like 'imagenet'"):
+        assert sg.task_condition(named_task("imagenet")) == {}

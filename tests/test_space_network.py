@@ -171,7 +171,7 @@ def test_build_op_rejects_unknown_op_and_dims():
 # ---- 2. the network builder ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def probe_cell():
-    return Cell.random(seed=11)
+    return Cell.random(seed=11, num_op_nodes=6)  # a full-size cell: the probe tests count six op nodes per block
 
 
 def _shapes_through_cells(net, x):

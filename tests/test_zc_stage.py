@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightning_nas.archive import Archive, ArchiveError
-from lightning_nas.space import Cell
+from lightning_nas.space import Cell, sample_cells
 from lightning_nas.zc import Probe, zc_vector
 from lightning_nas.zc import stage as zc_stage
 from lightning_nas.zc.stage import ProbeConfig, ZCStageConfig, run_zc_stage
@@ -107,12 +107,71 @@ def test_kill_minus_nine_then_resume(tmp_path):
     assert metrics["evaluated_this_run"] == 10 - len(before)
     with Archive(db) as archive:
         after = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
-        assert archive.num_cells() == 40
+        # every distinct cell of the 40 draws once (tiny.yaml: seed 0); small cells can repeat in the stream
+        distinct = {c.canonical_hash() for c in sample_cells(40, seed=0, op_set="nb201")}
+        assert {h for h, _ in archive.iter_cells()} == distinct and archive.num_cells() == len(distinct)
     assert len(after) == 10
     for h, row in before.items():  # not recomputed: same timestamp, same values
         assert after[h]["created"] == row["created"] and after[h]["values"] == row["values"]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (10, 10)
+
+
+def _stand_in_vector(cell_hash: str) -> dict[str, float]:
+    return {name: float(int(cell_hash[:8], 16) + k) for k, name in enumerate(("naswot", "snip_ssnr", "params",
+                                                                               "flops", "tcet"))}
+
+
+def _counted_zc_run(workdir: str, name: str, barrier) -> None:
+    """One zc run in a process of its own (as a second `python -m lightning_nas zc` would be) whose evaluations are a
+    0.3 s stand-in, logged to ``<workdir>/evaluated-<name>.txt``; its metrics go to ``metrics-<name>.json``."""
+    from pathlib import Path
+
+    log = Path(workdir) / f"evaluated-{name}.txt"
+
+    def counted(cell, probe):
+        with open(log, "a") as f:
+            f.write(cell.canonical_hash() + "\n")
+        time.sleep(0.3)
+        return _stand_in_vector(cell.canonical_hash()), {}, 0.3
+
+    zc_stage.cell_scores = counted
+    barrier.wait(timeout=120)  # both runs start together, after their imports
+    metrics = run_zc_stage(config(workdir, labelled=LABELLED_TOGETHER))
+    (Path(workdir) / f"metrics-{name}.json").write_text(json.dumps(metrics))
+
+
+LABELLED_TOGETHER = 10
+
+
+def test_two_runs_on_one_archive_evaluate_each_cell_once(tmp_path):
+    """Two zc processes started together on one archive share the pending cells: each is evaluated exactly once,
+    and the archive ends with every labelled cell's vector and no claim left."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_counted_zc_run, args=(str(tmp_path), name, barrier)) for name in "ab"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(240)
+    assert [p.exitcode for p in procs] == [0, 0]
+    evaluated = {name: (tmp_path / f"evaluated-{name}.txt").read_text().split() if
+                 (tmp_path / f"evaluated-{name}.txt").exists() else [] for name in "ab"}
+    metrics = {name: json.loads((tmp_path / f"metrics-{name}.json").read_text()) for name in "ab"}
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        (probe_id,) = archive.probes()
+        labelled = [h for h, _ in archive.iter_cells(limit=LABELLED_TOGETHER)]
+        vectors = archive.zc(probe_id)
+        claims = archive.zc_claims(probe_id)
+    every = evaluated["a"] + evaluated["b"]
+    assert len(every) == LABELLED_TOGETHER, f"{len(every)} evaluations of {LABELLED_TOGETHER} cells: {evaluated}"
+    assert sorted(every) == sorted(labelled)  # each labelled cell once, by one of the runs
+    assert metrics["a"]["evaluated_this_run"] + metrics["b"]["evaluated_this_run"] == LABELLED_TOGETHER
+    assert vectors == {h: _stand_in_vector(h) for h in labelled}
+    assert metrics["a"]["labelled"] == metrics["b"]["labelled"] == LABELLED_TOGETHER  # each waited for the other
+    assert claims == []
 
 
 def test_two_workers_give_the_same_vectors_as_one(tmp_path):

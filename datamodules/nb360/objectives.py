@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.classification import MultilabelAUROC
+from torchmetrics.classification import BinaryAUROC, MultilabelAUROC
 
 COSMIC_IGNORE = -1.0
 """Target value of Cosmic pixels that deepCR's ignore mask excludes from the loss and the metric."""
@@ -128,7 +128,35 @@ class FalseNegativeRate(Metric):
 
 
 class MultilabelAUROCOfFloatTargets(MultilabelAUROC):
-    """torchmetrics' ``MultilabelAUROC`` fed the float 0/1 targets that ``BCEWithLogitsLoss`` needs."""
+    """torchmetrics' ``MultilabelAUROC`` of logits, fed the float 0/1 targets that ``BCEWithLogitsLoss`` needs. The
+    logits always go through a sigmoid here: torchmetrics would apply it only to batches with a value outside [0, 1],
+    ranking the samples of different batches on different scales."""
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        super().update(preds, target.long())
+        super().update(preds.sigmoid(), target.long())
+
+
+class MaskedPixelAUROC(BinaryAUROC):
+    """AUROC of per-pixel logits against the 0/1 Cosmic mask over the pixels that are not :data:`COSMIC_IGNORE`
+    (torchmetrics' ``BinaryAUROC`` with ``ignore_index``): every kept pixel of every image is one sample.
+
+    The logits always go through a sigmoid before they are stored: torchmetrics would apply it only to batches with a
+    value outside [0, 1], ranking the pixels of different batches on different scales. ``thresholds=None`` (the
+    default) is exact and keeps every kept pixel's score until ``compute``; an int bins the scores (constant memory).
+    """
+
+    def __init__(self, thresholds: int | None = None, **kwargs):
+        super().__init__(thresholds=thresholds, ignore_index=int(COSMIC_IGNORE), **kwargs)
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        super().update(torch.sigmoid(logits.float()), target.long())
+
+
+class OneMinusPixelAUROC(MaskedPixelAUROC):
+    """1 − :class:`MaskedPixelAUROC`, lower is better: the Cosmic number of NAS-Bench-360's tables (and the paper's
+    Table 4)."""
+
+    higher_is_better = False
+
+    def compute(self) -> Tensor:
+        return 1 - super().compute()

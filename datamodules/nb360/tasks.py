@@ -46,12 +46,12 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ..files import read_mat, read_npy, read_npy_dict, read_npz, read_pickle, require_keys, require_shape
 from .objectives import (COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss, MaskedBCEWithLogitsLoss,
-                         MultilabelAUROCOfFloatTargets, RelativeL2Error, RelativeL2Loss)
+                         MultilabelAUROCOfFloatTargets, OneMinusPixelAUROC, RelativeL2Error, RelativeL2Loss)
 
 Splits = dict[str, Dataset]
 
@@ -284,8 +284,11 @@ def read_deepsea(folder: Path, val_fraction: float, seed: int) -> Splits:
 @dataclass(frozen=True)
 class NB360Task:
     """A NAS-Bench-360 task: tensor shapes, the published files read from ``data_dir``, the training loss and the
-    evaluation metric (``metric_direction``: "min" or "max" is better). ``num_outputs`` counts classes or labels,
-    or output channels per pixel for ``dense`` tasks, whose outputs keep the input's resolution."""
+    evaluation metrics. ``metric``/``metric_name`` is the headline metric — the number the paper's tables report, the
+    checkpoint monitor and ``metrics.json``'s ``test_metric`` (``metric_direction``: "min" or "max" is better);
+    ``extra_metrics`` are (name, factory) pairs logged beside it (Cosmic: 1 − AUROC headline, FNR beside it).
+    :meth:`metrics` builds them all. ``num_outputs`` counts classes or labels, or output channels per pixel for
+    ``dense`` tasks, whose outputs keep the input's resolution."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -297,11 +300,23 @@ class NB360Task:
     metric_name: str
     metric_direction: str
     read: Callable[[Path, float, int], Splits]
+    extra_metrics: tuple[tuple[str, Callable[[], Metric]], ...] = ()
 
     @property
     def dims(self) -> int:
         """1 for sequences, 2 for images and maps."""
         return len(self.input_shape) - 1
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The headline metric's name, then the extra metrics' names."""
+        return (self.metric_name, *(name for name, _ in self.extra_metrics))
+
+    def metrics(self, prefix: str | None = None) -> MetricCollection:
+        """Fresh instances of every metric of the task, keyed by name (headline first), ``prefix`` before each key:
+        update it with (outputs, targets), log it with ``LightningModule.log_dict``."""
+        metrics = {self.metric_name: self.metric(), **{name: make() for name, make in self.extra_metrics}}
+        return MetricCollection(metrics, prefix=prefix, compute_groups=False)
 
 
 _ACCURACY = {"metric_name": "accuracy", "metric_direction": "max"}  # the tables report error % = 100·(1 − accuracy)
@@ -319,8 +334,9 @@ NB360_TASKS: dict[str, NB360Task] = {task.name: task for task in (
                      "psicov/distance"),
               loss=nn.MSELoss, metric=ContactDistanceMAE, metric_name="mae8", metric_direction="min", read=read_psicov),
     NB360Task(name="cosmic", input_shape=(1, 128, 128), num_outputs=1, dense=True,
-              files=("train_dirs.npy", "test_dirs.npy"), loss=MaskedBCEWithLogitsLoss, metric=FalseNegativeRate,
-              metric_name="fnr", metric_direction="min", read=read_cosmic),
+              files=("train_dirs.npy", "test_dirs.npy"), loss=MaskedBCEWithLogitsLoss, metric=OneMinusPixelAUROC,
+              metric_name="one_minus_auroc", metric_direction="min", extra_metrics=(("fnr", FalseNegativeRate),),
+              read=read_cosmic),
     NB360Task(name="ninapro", input_shape=(1, 16, 52), num_outputs=18, dense=False,
               files=tuple(f"{kind}_{split}.npy" for split in ("train", "val", "test") for kind in ("ninapro", "label")),
               loss=FocalLoss, metric=partial(MulticlassAccuracy, num_classes=18, average="micro"), **_ACCURACY,

@@ -230,7 +230,9 @@ class CCNFModule(L.LightningModule):
 
     A stiff solve (step-size underflow, more than ``max_num_steps`` steps) skips that batch: the batch is saved to
     ``<default_root_dir>/stiff_batches/`` for inspection, a warning names it and ``train/stiff_skipped`` counts it;
-    ``max_stiff_batches`` stiff batches in a row stop the run with an error instead of letting it idle.
+    ``max_stiff_batches`` stiff batches in a row stop the run with an error instead of letting it idle. Under DDP
+    the ranks decide together: a batch stiff on any rank is skipped on all of them (the stiff ranks save theirs as
+    ``…_rank<r>.pt``), so no rank waits for the others' gradients and the replicas stay identical.
 
     Args:
         latent_dim, cond_dim: sizes of f and c (from the G-VAE: its latent size and ZC dims).
@@ -238,7 +240,7 @@ class CCNFModule(L.LightningModule):
         end_time, train_end_time: initial T and whether it is learned (paper 0.5, learned).
         batch_norm: MovingBatchNorm before and after the CNF.
         solver, atol, rtol, adjoint, max_num_steps: torchdiffeq settings (paper dopri5, 1e-5, 1e-5, adjoint).
-        lr, weight_decay: Adam(W) (paper Adam 1e-3).
+        lr, weight_decay: AdamW (paper Table 6: lr 1e-3, weight decay 0.01).
         gen_samples: cells generated at each validation to measure gen_success and samples_per_s.
         max_stiff_batches: stiff batches in a row that stop the run.
         exact_trace_max_dim: validation uses the exact trace up to this latent size, Hutchinson's estimate above.
@@ -259,7 +261,7 @@ class CCNFModule(L.LightningModule):
         adjoint: bool = True,
         max_num_steps: int = 1000,
         lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        weight_decay: float = 0.01,
         gen_samples: int = 200,
         max_stiff_batches: int = 10,
         exact_trace_max_dim: int = 64,
@@ -270,6 +272,7 @@ class CCNFModule(L.LightningModule):
                                     solver, atol, rtol, adjoint, max_num_steps)
         self.stiff_in_a_row = 0
         self.stiff_skipped = 0
+        self._skipping = False  # this step's batch is being skipped (stiff on some rank)
         self.space: dict = {}  # the G-VAE this flow's latents come from (op set, encoding, latent size)
 
     def nll(self, latents: torch.Tensor, cond: torch.Tensor, exact_trace: bool = False) -> torch.Tensor:
@@ -278,10 +281,14 @@ class CCNFModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         latents, cond = batch
+        self._skipping = False
         try:
-            loss = self.nll(latents, cond).mean()
-        except StiffSolveError as err:
-            return self._skip_stiff(batch, batch_idx, err)
+            loss, err = self.nll(latents, cond).mean(), None
+        except StiffSolveError as stiff:
+            loss, err = None, stiff
+        stiff_ranks = self._stiff_ranks(err is not None)
+        if stiff_ranks:
+            return self._skip_stiff(batch, batch_idx, err, stiff_ranks)
         self.stiff_in_a_row = 0
         n = len(latents)
         self.log("train/nll", loss, prog_bar=True, batch_size=n)
@@ -289,22 +296,58 @@ class CCNFModule(L.LightningModule):
         self.log("train/end_time", self.flow.end_time, batch_size=n)
         return loss
 
-    def _skip_stiff(self, batch, batch_idx: int, err: StiffSolveError):
+    def _stiff_ranks(self, stiff: bool) -> list[int]:
+        """The ranks whose solve of this batch was stiff. Under DDP the ranks' flags are summed over all of them (one
+        slot per rank), so every rank takes the same decision: a rank that skipped alone would leave the others
+        waiting in the gradient all-reduce."""
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return [self.global_rank] if stiff else []
+        flags = torch.zeros(self.trainer.world_size, device=self.device)
+        flags[self.global_rank] = float(stiff)
+        flags = self.trainer.strategy.reduce(flags, reduce_op="sum")
+        return [rank for rank, flag in enumerate(flags.tolist()) if flag]
+
+    def _skip_stiff(self, batch, batch_idx: int, err: StiffSolveError | None, stiff_ranks: list[int]) -> torch.Tensor:
+        """Skip this batch on every rank alike. The ranks whose solve was stiff save their batch; every rank counts it.
+
+        Returns a zero-weighted loss that reaches every trainable parameter: under DDP (``find_unused_parameters``
+        off) every rank must run a backward that gives every parameter a gradient, or the gradient all-reduce never
+        completes (Lightning also refuses ``None`` from ``training_step`` in distributed training).
+        :meth:`on_after_backward` then drops these zero gradients so the optimiser leaves the parameters (and its
+        moments) untouched, as if the step had not happened."""
+        self._skipping = True
         self.stiff_in_a_row += 1
         self.stiff_skipped += 1
-        out = Path(self.trainer.default_root_dir) / "stiff_batches"
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"epoch{self.current_epoch}_batch{batch_idx}.pt"
-        torch.save({"latents": batch[0].detach().cpu(), "cond": batch[1].detach().cpu()}, path)
+        distributed = self.trainer.world_size > 1
+        where = f" on rank(s) {stiff_ranks}" if distributed else ""
+        path = None
+        if err is not None:  # this rank's own solve was stiff
+            out = Path(self.trainer.default_root_dir) / "stiff_batches"
+            out.mkdir(parents=True, exist_ok=True)
+            suffix = f"_rank{self.global_rank}" if distributed else ""
+            path = out / f"epoch{self.current_epoch}_batch{batch_idx}{suffix}.pt"
+            torch.save({"latents": batch[0].detach().cpu(), "cond": batch[1].detach().cpu()}, path)
         self.log("train/stiff_skipped", float(self.stiff_skipped), batch_size=len(batch[0]))
-        if self.stiff_in_a_row >= self.hparams.max_stiff_batches:
+        if self.stiff_in_a_row >= self.hparams.max_stiff_batches:  # every rank counts alike, so all stop together
+            saved = f"last saved to {path}" if path is not None else f"stiff{where}"
             raise StiffSolveError(
-                f"{self.stiff_in_a_row} stiff batches in a row (last saved to {path}): lower lr, raise max_num_steps, "
+                f"{self.stiff_in_a_row} stiff batches in a row ({saved}): lower lr, raise max_num_steps, "
                 "or loosen atol/rtol"
             ) from err
-        warnings.warn(f"CCNF: skipped stiff batch {batch_idx} of epoch {self.current_epoch} ({err}); saved to {path}",
+        reason = f"({err}); saved to {path}" if err is not None else "(every rank skips it)"
+        warnings.warn(f"CCNF: skipped stiff batch {batch_idx} of epoch {self.current_epoch}{where} {reason}",
                       RuntimeWarning, stacklevel=2)
-        return None  # Lightning skips the optimiser step
+        return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+
+    def on_after_backward(self) -> None:
+        """After the (all-reduced) zero gradients of a skipped batch: drop them, so AdamW, which passes over
+        parameters without a gradient, changes nothing. The zeros stay with gradient accumulation (they add nothing
+        to the other batches' gradients) and under a GradScaler (16-mixed), which needs a gradient to check; AdamW's
+        moments then still decay on that step."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if self._skipping and self.trainer.accumulate_grad_batches == 1 and scaler is None:
+            for p in self.parameters():
+                p.grad = None
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,5 +1,10 @@
 """Loading a trained LightningModule of this package from a checkpoint someone may have sent you: weights only
-(``torch.load(weights_only=True)`` never unpickles code), with the search-space record checked by the caller."""
+(``torch.load(weights_only=True)`` never unpickles code), of the kind the caller asked for, with the search-space
+record checked by the caller.
+
+Every module of this package saves a ``lightning_nas`` record beside its weights (``on_save_checkpoint``), and the
+record tells the kinds apart — :func:`checkpoint_kind` is the one place that reads it, so ``--gvae <a classifier
+checkpoint>`` is refused with both kinds named instead of a ``TypeError`` about unexpected keyword arguments."""
 
 from __future__ import annotations
 
@@ -8,10 +13,58 @@ from pathlib import Path
 import lightning as L
 import torch
 
+KINDS: dict[str, tuple[str, str, str]] = {
+    "gvae": ("GVAEModule", "G-VAE", "python -m lightning_nas fit --config configs/gvae.yaml"),
+    "ccnf": ("CCNFModule", "CCNF", "python -m lightning_nas fit --config configs/ccnf.yaml"),
+    "sg": ("SGModule", "SG (structure generator)", "python -m lightning_nas fit --config configs/sg.yaml"),
+    "classifier": ("ClassifierModule", "trained network (ClassifierModule)", "make evaluate TASK=..."),
+    "dense": ("DenseModule", "trained network (DenseModule)", "make evaluate TASK=darcy_flow"),
+}
+"""kind → (module class, what it is in words, how to train one)."""
+
+
+def checkpoint_kind(checkpoint: dict) -> str | None:
+    """The kind (a key of :data:`KINDS`) of a loaded checkpoint dict, read from its ``lightning_nas`` record:
+    trained networks name their kind; the G-VAE's record holds the ZC normaliser, the SG's its tokenizer and the
+    CCNF's only the latent space. ``None`` when there is no such record (not a checkpoint of this package)."""
+    record = checkpoint.get("lightning_nas") if isinstance(checkpoint, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if record.get("kind") in ("classifier", "dense"):
+        return record["kind"]
+    if "zc_normaliser" in record:
+        return "gvae"
+    if "tokenizer" in record:
+        return "sg"
+    if "space" in record:
+        return "ccnf"
+    return None
+
+
+def kind_of_class(cls: type) -> str | None:
+    """The kind of checkpoint that ``cls`` (or the package class it derives from) saves."""
+    names = {name: kind for kind, (name, _, _) in KINDS.items()}
+    return next((names[k.__name__] for k in cls.__mro__ if k.__name__ in names), None)
+
+
+def check_kind(checkpoint: dict, cls: type, path: str | Path) -> None:
+    """Raise ``ValueError`` naming both kinds when ``checkpoint`` (loaded from ``path``) is not one that ``cls``
+    can be rebuilt from."""
+    expected, found = kind_of_class(cls), checkpoint_kind(checkpoint)
+    if expected is None or found == expected:
+        return
+    name, what, hint = KINDS[expected]
+    if found is None:
+        raise ValueError(f"{path} is not a {what} checkpoint of lightning_nas (no lightning_nas record of a known "
+                         f"kind); pass a {name} checkpoint, trained with {hint}")
+    raise ValueError(f"{path} is a {KINDS[found][1]} checkpoint, but a {what} checkpoint ({name}) is expected here; "
+                     f"pass the {what} checkpoint (train one with {hint})")
+
 
 def load_module(cls: type[L.LightningModule], path: str | Path, map_location, train_hint: str) -> L.LightningModule:
     """``cls`` rebuilt from its saved hyperparameters and weights, ``on_load_checkpoint`` applied, in eval mode.
-    Raises ``FileNotFoundError`` (naming ``train_hint``) or ``ValueError`` for a checkpoint of something else."""
+    Raises ``FileNotFoundError`` (naming ``train_hint``) or ``ValueError`` for an unreadable file or a checkpoint
+    of another kind (:func:`check_kind`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train one with {train_hint}")
@@ -21,8 +74,13 @@ def load_module(cls: type[L.LightningModule], path: str | Path, map_location, tr
         raise ValueError(f"{path}: not a readable weights-only checkpoint ({err})") from err
     if not isinstance(checkpoint, dict) or "lightning_nas" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise ValueError(f"{path} is not a {cls.__name__} checkpoint of lightning_nas (no search-space record)")
+    check_kind(checkpoint, cls, path)
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's
-    model = cls(**hparams)
+    try:
+        model = cls(**hparams)
+    except TypeError as err:  # settings this version of the class does not take
+        raise ValueError(f"{path}: its saved settings do not fit {cls.__name__} ({err}); retrain it with "
+                         f"{train_hint}") from err
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,11 +23,10 @@ import lightning as L
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM, LogitsProcessor, LogitsProcessorList
 
-from ..hl_tokenizer import BOS, EOS, PAD, HLTokenizer
-from ..space.cost import count_cost
-from ..space.hl import HLArch
+from ..hl_tokenizer import BOS, EOS, PAD, HLTokenizer, task_condition
+from ..space.hl import MAX_DOWNSAMPLINGS, HLArch
 from ..space.hl_cost import HLParamsEstimate
-from ..space.network import build_network
+from ..space.task import Task
 from .checkpoint import load_module
 
 GUIDE_QUANTILE = 0.9  # each cluster stands in for budget-guided decoding by its 90th-percentile cell by size
@@ -80,16 +80,18 @@ class BudgetGuide:
 
 
 class HLGrammar(LogitsProcessor):
-    """Masks every token the HL grammar forbids after the prompt (:meth:`HLTokenizer.allowed`), and with a
-    ``guide`` (:class:`BudgetGuide`) the tokens that would break the budget."""
+    """Masks every token the HL grammar forbids after the prompt (:meth:`HLTokenizer.allowed`, with the task's
+    ``max_downsamplings``), and with a ``guide`` (:class:`BudgetGuide`) the tokens that would break the budget."""
 
-    def __init__(self, tokenizer: HLTokenizer, prompt_length: int, guide: BudgetGuide | None = None):
+    def __init__(self, tokenizer: HLTokenizer, prompt_length: int, guide: BudgetGuide | None = None,
+                 max_downsamplings: int = MAX_DOWNSAMPLINGS):
         self.tokenizer, self.prompt_length, self.guide = tokenizer, prompt_length, guide
+        self.max_downsamplings = max_downsamplings
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         mask = torch.full_like(scores, float("-inf"))
         for row, ids in enumerate(input_ids[:, self.prompt_length:].tolist()):
-            allowed = self.tokenizer.allowed(ids)
+            allowed = self.tokenizer.allowed(ids, self.max_downsamplings)
             if self.guide is not None and len(allowed) > 1:
                 allowed = self.guide(ids, allowed)
             mask[row, list(allowed)] = 0.0
@@ -127,8 +129,9 @@ class SGModule(L.LightningModule):
     Args:
         pretrained: local GPT-Neo directory to fine-tune, or ``None`` to train from scratch with the sizes below.
         hidden_size, num_layers, num_heads, intermediate_size, max_positions, dropout: the from-scratch GPT-Neo.
-        lr, weight_decay, warmup_steps: AdamW with linear warm-up (the paper: constant lr 1e-3).
-        tokenizer, model_config: filled in from the data / the built network (saved with the checkpoint).
+        lr, weight_decay, warmup_steps: AdamW with linear warm-up (the paper: constant lr 1e-3, weight decay 0.05).
+        tokenizer, model_config, tasks: filled in from the data / the built network (saved with the checkpoint);
+            ``tasks`` are the tasks of the training history (:meth:`task_condition` uses them).
     """
 
     def __init__(
@@ -141,10 +144,11 @@ class SGModule(L.LightningModule):
         max_positions: int = 128,
         dropout: float = 0.1,
         lr: float = 1e-3,
-        weight_decay: float = 0.01,
+        weight_decay: float = 0.05,
         warmup_steps: int = 50,
         tokenizer: dict | None = None,
         model_config: dict | None = None,
+        tasks: list[dict] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -181,7 +185,36 @@ class SGModule(L.LightningModule):
         self.hparams["model_config"] = {k: v for k, v in model.config.to_dict().items()
                                         if isinstance(v, int | float | str | bool | list | type(None))}
 
+    @property
+    def tasks(self) -> list[Task]:
+        """The tasks of the history the SG was trained on."""
+        return [Task.from_json(t) for t in self.hparams.get("tasks") or []]
+
+    def task_condition(self, task: Task, unseen: str = "drop") -> dict[str, int]:
+        """The task tokens' values for prompting with ``task`` — or none of them if no training task falls in the
+        same (classes, input size) bins: the SG never learnt that condition, and an untrained token would steer it
+        arbitrarily. ``unseen="drop"`` warns and drops them (the SG was trained with task tokens dropped at
+        random, so it knows prompts without them); ``"error"`` raises."""
+        seen = {self.tokenizer.task_bins(t) for t in self.tasks}
+        if self.tokenizer.task_bins(task) in seen:
+            return task_condition(task)
+        trained = ", ".join(f"{t.name} ({t.num_classes} classes, {max(t.input_size)} px)" for t in self.tasks) or "none"
+        message = (f"the SG was never trained on a task like {task.name!r} ({task.num_classes} classes, input size "
+                   f"{max(task.input_size)}; trained on: {trained})")
+        if unseen == "error":
+            raise ValueError(f"{message}: run the search with this task (search's `task`) and retrain the SG, or "
+                             "let generate drop the task tokens (unseen_task: drop)")
+        if unseen != "drop":
+            raise ValueError(f"unseen: {unseen!r}; 'drop' or 'error'")
+        warnings.warn(f"{message}: its task tokens are left out of the prompt, so only the budget conditions the "
+                      "generation; search with this task and retrain the SG to condition on it", UserWarning,
+                      stacklevel=2)
+        return {}
+
     def setup(self, stage: str) -> None:
+        data_tasks = getattr(self.trainer.datamodule, "tasks", None)
+        if data_tasks:
+            self.hparams["tasks"] = [t.to_json() for t in data_tasks]
         tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)  # the datamodule is set up first
         if self.model is None:
             if tokenizer is None:
@@ -252,26 +285,22 @@ class SGModule(L.LightningModule):
         if not grid:
             return {}
         task = data.task
-        prompts = [self.tokenizer.prompt({"classes": task["classes"], "input_size": task["input_size"]},
-                                         {"params": b["params"]}) for b in grid]
-        estimate = HLParamsEstimate.from_pools(data.cluster_cells, GUIDE_QUANTILE, in_channels=task["in_channels"],
-                                               num_classes=task["classes"])
+        prompts = [self.tokenizer.prompt(task_condition(task), {"params": b["params"]}) for b in grid]
+        estimate = HLParamsEstimate.for_task(data.cluster_cells, GUIDE_QUANTILE, task)
         start = time.perf_counter()
         guided = [h[0] for h in self.generate(prompts, guides=[BudgetGuide(self.tokenizer, estimate, b["params"])
-                                                                for b in grid])]
+                                                                for b in grid], max_downsamplings=task.max_downsamplings)]
         seconds = (time.perf_counter() - start) / len(grid)
-        unguided = [h[0] for h in self.generate(prompts)]
+        unguided = [h[0] for h in self.generate(prompts, max_downsamplings=task.max_downsamplings)]
 
         def share(archs: list[HLArch]) -> float:
             within = 0
             for n, (hl, budget) in enumerate(zip(archs, grid, strict=True)):
                 try:
-                    arch = hl.materialise(data.draw_cells(hl, random.Random(n)))
+                    arch = task.materialise(hl, data.draw_cells(hl, random.Random(n)))
                 except ValueError:  # a cluster the history never drew a cell for: counted as a miss
                     continue
-                model = build_network(arch, in_channels=task["in_channels"], num_classes=task["classes"])
-                shape = (task["in_channels"], task["input_size"], task["input_size"])
-                within += count_cost(model, shape)["params"] <= budget["params"]
+                within += task.cost(arch)["params"] <= budget["params"]
             return within / len(archs)
 
         return {"budget_satisfaction": share(guided), "budget_satisfaction_unguided": share(unguided),
@@ -280,10 +309,12 @@ class SGModule(L.LightningModule):
     # ---- generation --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], num_sequences: int = 1,
-                 guides: Sequence[BudgetGuide | None] | None = None) -> list[list[HLArch]]:
+                 guides: Sequence[BudgetGuide | None] | None = None,
+                 max_downsamplings: int = MAX_DOWNSAMPLINGS) -> list[list[HLArch]]:
         """For each prompt (:meth:`HLTokenizer.prompt`), ``num_sequences`` HL architectures: the greedy one
         (``num_sequences=1``) or the best beams of a beam search of that width — deterministic either way, and
-        legal by construction (:class:`HLGrammar`); ``guides[i]`` (optional) steers prompt i into its budget."""
+        legal by construction (:class:`HLGrammar`, at most ``max_downsamplings`` stride-2 stages: the task's
+        limit); ``guides[i]`` (optional) steers prompt i into its budget."""
         guides = list(guides) if guides is not None else [None] * len(prompts)
         if len(guides) != len(prompts):
             raise ValueError(f"guides: {len(guides)} for {len(prompts)} prompts")
@@ -302,7 +333,8 @@ class SGModule(L.LightningModule):
                 generated = self.model.generate(
                     ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
                     num_beams=num_sequences, num_return_sequences=num_sequences,
-                    logits_processor=LogitsProcessorList([HLGrammar(self.tokenizer, length, guides[rows[0]])]),
+                    logits_processor=LogitsProcessorList([HLGrammar(self.tokenizer, length, guides[rows[0]],
+                                                                    max_downsamplings)]),
                     bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
                 for j, seq in enumerate(generated.tolist()):
                     out[rows[j // num_sequences]].append(self.tokenizer.decode(seq))

@@ -77,17 +77,18 @@ class SearchState:
 
 
 def random_candidate(
-    rng: random.Random, num_clusters: int, new_cell: Callable, final_channels: int | None = 128
+    rng: random.Random, num_clusters: int, new_cell: Callable, final_channels: int | None = 128,
+    max_downsamplings: int = MAX_DOWNSAMPLINGS,
 ) -> Candidate:
-    """A random architecture: 2–6 stages, channels 8·2^u (u ∈ 0..5), stride 1 or 2 (≤ MAX_DOWNSAMPLINGS stride-2
-    stages), repeats 1–3 (≤ 20 cells in total), uniform clusters, a cell from ``new_cell(None, cluster, rng)`` per
-    stage."""
+    """A random architecture: 2–6 stages, channels 8·2^u (u ∈ 0..5), stride 1 or 2 (≤ ``max_downsamplings``
+    stride-2 stages: the task's limit), repeats 1–3 (≤ 20 cells in total), uniform clusters, a cell from
+    ``new_cell(None, cluster, rng)`` per stage."""
     stages, total = [], 0
     for _ in range(rng.randint(2, 6)):
         repeats = min(rng.randint(1, 3), MAX_CELLS - total)
         if repeats < 1:
             break
-        stride = rng.choice((1, 2)) if sum(s.stride == 2 for s in stages) < MAX_DOWNSAMPLINGS else 1
+        stride = rng.choice((1, 2)) if sum(s.stride == 2 for s in stages) < max_downsamplings else 1
         stages.append(HLStage(rng.randrange(num_clusters), 8 * 2 ** rng.randint(0, 5), stride, repeats))
         total += repeats
     cells = tuple(new_cell(None, s.cluster, rng) for s in stages)
@@ -145,12 +146,14 @@ def hl_evo(
                 f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
             )
         elif config.random_search:
-            child, changes = random_candidate(rng, num_clusters, new_cell, config.initial_final_channels), ["random"]
+            child, changes = random_candidate(rng, num_clusters, new_cell, config.initial_final_channels,
+                                              evaluate.task.max_downsamplings), ["random"]
         else:
             parent, _ = rng.choice(state.population)
             exploration = not config.two_phase or i <= config.iterations // 2
-            child, changes = mutate(parent, rng, num_clusters, new_cell, exploration=exploration)
-        arch = child.hl.materialise(child.cells)
+            child, changes = mutate(parent, rng, num_clusters, new_cell, exploration=exploration,
+                                    max_downsamplings=evaluate.task.max_downsamplings)
+        arch = evaluate.materialise(child.hl, child.cells)
         evaluation = evaluate(arch)
         metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective,
                    "method": method, "seed": config.seed}

@@ -51,9 +51,10 @@ def mutate(
     num_clusters: int,
     new_cell: Callable[[Cell, int, random.Random], Cell],
     exploration: bool,
+    max_downsamplings: int = MAX_DOWNSAMPLINGS,
 ) -> tuple[Candidate, list[str]]:
     """A mutated copy of ``candidate`` and the changes applied. ``new_cell(current cell, cluster, rng)`` gives the
-    stage's next cell."""
+    stage's next cell; a stride change keeps at most ``max_downsamplings`` stride-2 stages (the task's limit)."""
     stages, cells = list(candidate.hl.stages), list(candidate.cells)
     final = candidate.hl.final_channels
     i = rng.randrange(len(stages))
@@ -71,9 +72,9 @@ def mutate(
             cells[i] = new_cell(cells[i], stage.cluster, rng)
         elif change == "channels":
             stage = replace(stage, channels=scale_width(stage.channels, rng.choice(WIDTH_FACTORS)))
-        elif change == "stride":  # no more than MAX_DOWNSAMPLINGS stride-2 stages
+        elif change == "stride":  # no more than max_downsamplings stride-2 stages
             others = sum(s.stride == 2 for j, s in enumerate(stages) if j != i)
-            stage = replace(stage, stride=rng.choice((1, 2)) if others < MAX_DOWNSAMPLINGS else 1)
+            stage = replace(stage, stride=rng.choice((1, 2)) if others < max_downsamplings else 1)
         elif change == "repeats":
             others = sum(s.repeats for j, s in enumerate(stages) if j != i)
             repeats = min(stage.repeats + rng.choice(REPEAT_DELTAS), MAX_CELLS - others)

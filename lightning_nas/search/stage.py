@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..archive import Archive
+from ..space.task import Task
 from ..tracking import stage_run
 from ..zc.vector import Probe
 from .evaluate import ArchEvaluator, Budget
@@ -36,7 +37,11 @@ class SearchStageConfig:
     Args:
         workdir: run directory (archive, and ``search/`` for the outputs).
         gvae, ccnf, clusters: artifacts of the earlier stages (defaults under ``workdir``).
-        budgets: one search per entry: ``{name, max_params, max_macs, max_flops}`` (missing limits = none).
+        task: the task whose network the budgets are checked on (:class:`~lightning_nas.space.task.Task`): a name
+            (``cifar10``, ``cifar100``, ``imagenet``, ``digits``, a NAS-Bench-360 task) or its fields; ``null``:
+            the probe's shape. The architectures written (history, ``best_<budget>.json``) carry it.
+        budgets: one search per entry: ``{name, max_params, max_macs, max_flops}`` (missing limits = none), and
+            optionally ``task`` for that budget alone (a history of several task shapes teaches the SG the task).
         population, iterations, seed: Algorithm 1's N, T and the seed.
         initial: α₀'s stages ``[cluster, channels, stride, repeats]``; ``initial_final_channels`` its head width.
         temperature: τ of the CCNF when drawing a cell of a cluster.
@@ -49,6 +54,7 @@ class SearchStageConfig:
     gvae: str | None = None
     ccnf: str | None = None
     clusters: str | None = None
+    task: str | dict | None = None
     budgets: list[dict] = field(default_factory=lambda: [{"name": "1M", "max_params": 1_000_000}])
     population: int = 512
     iterations: int = 20000
@@ -66,9 +72,20 @@ class SearchStageConfig:
         if not self.budgets or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"budgets: give each budget a distinct non-empty name (got {names})")
         for b in self.budgets:
-            unknown = set(b) - {"name", "max_params", "max_macs", "max_flops"}
+            unknown = set(b) - {"name", "max_params", "max_macs", "max_flops", "task"}
             if unknown:
                 raise ValueError(f"budgets[{b.get('name')}]: unknown key(s) {sorted(unknown)}")
+            Budget(**{k: v for k, v in b.items() if k != "task"})  # limits are checked before anything runs
+            task = self.budget_task(b)
+            strided = sum(stage[2] == 2 for stage in self.initial)
+            if task is not None and strided > task.max_downsamplings:
+                raise ValueError(f"initial: {strided} stride-2 stages, but task {task.name!r} (budget {b['name']!r}) "
+                                 f"allows {task.max_downsamplings}: give an initial architecture with stride-1 stages")
+
+    def budget_task(self, budget: dict) -> Task | None:
+        """The task of one budget entry (its own ``task`` or the stage's; ``None``: the probe's shape)."""
+        value = budget.get("task", self.task)
+        return None if value is None else Task.resolve(value)
 
 
 def _plot_pareto(path: Path, points: list[tuple[float, float]], best: tuple[float, float] | None, title: str) -> None:
@@ -136,10 +153,11 @@ def run_search_stage(config: SearchStageConfig) -> dict:
         probe = Probe.from_archive(archive)  # the objective's batch: the archive's probe
         probe_id = probe.id
         for spec in config.budgets:
-            budget = Budget(**spec)
-            settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests}
+            budget = Budget(**{k: v for k, v in spec.items() if k != "task"})
+            evaluate = ArchEvaluator(probe, budget, config.objective, config.budget_task(spec))
+            settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests,
+                        "task": evaluate.task.to_json()}
             run = run_id("hl-evo", budget.name, settings)
-            evaluate = ArchEvaluator(probe, budget, config.objective)
             logger = _wandb_run(config, budget.name, settings, out_dir)
             bar = tqdm(total=config.iterations + 1, desc=f"search {budget.name}", unit="it")
             done = len(archive.archs(stage="search", run=run))

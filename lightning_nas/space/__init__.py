@@ -5,6 +5,7 @@ from .cell import MAX_OP_NODES, Cell, labelled_space_size, sample_cells
 from .cost import count_cost
 from .network import CellBlock, GraphNet, build_network
 from .ops import OP_SETS, OP_TYPES, OPS, build_op, resolve_op_set
+from .task import TASKS, Task
 
 __all__ = [
     "Arch",
@@ -18,6 +19,8 @@ __all__ = [
     "OP_TYPES",
     "OPS",
     "Stage",
+    "TASKS",
+    "Task",
     "build_network",
     "build_op",
     "count_cost",

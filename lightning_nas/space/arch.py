@@ -11,6 +11,9 @@ The JSON spec (``arch.to_json()``) is plain data a person can read and edit::
                  "channels": 16, "stride": 1, "repeats": 5}, ...],
      "head": {"final_channels": null},
      "se": false}
+
+An architecture made for a task (:class:`~lightning_nas.space.task.Task`: ``search`` and ``generate`` write them)
+carries it as ``"task"``, so whoever trains it knows the input and outputs its budget was checked for.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cell import Cell
+from .task import Task
 
 MAX_CELLS = 20
 CHANNEL_GRID = tuple(range(8, 1025, 8))
@@ -70,13 +74,15 @@ class Stage:
 @dataclass(frozen=True)
 class Arch:
     """A macro architecture. ``stem_channels=None`` becomes the first stage's channels; ``final_channels=None``
-    means the head has no 1×1 conv (BN → ReLU → pool → linear, as in α_x)."""
+    means the head has no 1×1 conv (BN → ReLU → pool → linear, as in α_x). ``task``: the task the architecture was
+    made for (its cost was checked on that task's network), or ``None``."""
 
     stages: tuple[Stage, ...]
     stem_channels: int | None = None
     stem_stride: int = 1
     final_channels: int | None = None
     se: bool = False
+    task: Task | None = None
 
     def __post_init__(self):
         stages = tuple(self.stages)
@@ -96,6 +102,10 @@ class Arch:
             _check_channels(self.final_channels, "head.final_channels")
         if not isinstance(self.se, bool):
             raise ValueError(f"se: expected true or false, got {self.se!r}")
+        if self.task is not None:
+            if not isinstance(self.task, Task):
+                raise ValueError(f"task: expected a Task, got {type(self.task).__name__}")
+            self.task.check(self)
 
     @property
     def num_cells(self) -> int:
@@ -119,7 +129,7 @@ class Arch:
 
     # ---- serialisation ---------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
-        return {
+        spec = {
             "stem": {"channels": self.stem_channels, "stride": self.stem_stride},
             "stages": [
                 {"cell": s.cell.to_json(), "channels": s.channels, "stride": s.stride, "repeats": s.repeats}
@@ -128,6 +138,9 @@ class Arch:
             "head": {"final_channels": self.final_channels},
             "se": self.se,
         }
+        if self.task is not None:
+            spec["task"] = self.task.to_json()
+        return spec
 
     @classmethod
     def from_json(cls, spec: dict[str, Any] | str) -> Arch:
@@ -136,9 +149,9 @@ class Arch:
             spec = json.loads(spec)
         if not isinstance(spec, dict):
             raise ValueError(f"arch: expected a JSON object, got {type(spec).__name__}")
-        unknown = set(spec) - {"stem", "stages", "head", "se"}
+        unknown = set(spec) - {"stem", "stages", "head", "se", "task"}
         if unknown:
-            raise ValueError(f"arch: unknown field(s) {sorted(unknown)}; expected stem, stages, head, se")
+            raise ValueError(f"arch: unknown field(s) {sorted(unknown)}; expected stem, stages, head, se, task")
         stem, head = spec.get("stem", {}), spec.get("head", {})
         for name, part, keys in (("stem", stem, {"channels", "stride"}), ("head", head, {"final_channels"})):
             if not isinstance(part, dict):
@@ -172,6 +185,7 @@ class Arch:
             stem_stride=stem.get("stride", 1),
             final_channels=head.get("final_channels"),
             se=spec.get("se", False),
+            task=Task.from_json(spec["task"]) if spec.get("task") is not None else None,
         )
 
     def dumps(self) -> str:

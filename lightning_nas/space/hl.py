@@ -14,8 +14,7 @@ from typing import Any
 
 from .arch import MAX_CELLS, Arch, Stage, _check_channels, _check_int, _check_stride
 from .cell import Cell
-
-MAX_DOWNSAMPLINGS = 5  # stride-2 stages the generators write at most: 32× (a 32-px input ends at 1 px; ZenNAS's cap)
+from .task import MAX_DOWNSAMPLINGS  # noqa: F401  (re-exported: the HL space's limit)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Parameter count of an HL architecture before its cells are drawn, for budget-guided decoding of the SG.
 
-Every op's parameter count at C channels (a multiple of 8) is exactly ``a·C² + b·C`` (convs, their BN, SE off); so a cell's op
+Every op's parameter count at C channels (a multiple of 8) is exactly ``a·C² + b·C`` (convs, their BN; with SE, whose
+width is a quarter of the op's, exact for multiples of 16 and within a few parameters otherwise); so a cell's op
 parameters are ``a_cell·C² + b_cell·C`` and a :class:`~lightning_nas.space.network.CellBlock` adds a projection
 ``C_in·C_out + 2·C_out`` when channels or stride change. :class:`HLParamsEstimate` stands each cluster in by one of
 its cells — the ``quantile`` one by size among cells drawn from it — and counts a whole network exactly as
@@ -19,26 +20,36 @@ from .ops import build_op
 
 
 @cache
-def op_params(op: str) -> tuple[float, float]:
-    """(a, b) with ``params(op at C channels) = a·C² + b·C`` (2-D, no SE), from the counts at C = 8 and 16; exact
-    for every C on the channel grid (multiples of 8, where bottleneck widths C·r are whole)."""
-    p8, p16 = (sum(p.numel() for p in build_op(op, c, 2, False).parameters()) for c in (8, 16))
-    a = (p16 - 2 * p8) / 128
-    return a, (p8 - 64 * a) / 8
+def op_params(op: str, dims: int = 2, se: bool = False) -> tuple[float, float]:
+    """(a, b) with ``params(op at C channels) = a·C² + b·C``, from the counts at C = 16 and 32; exact for every C
+    on the channel grid without SE (multiples of 8, where bottleneck widths C·r are whole), for multiples of 16
+    with SE."""
+    p16, p32 = (sum(p.numel() for p in build_op(op, c, dims, se).parameters()) for c in (16, 32))
+    a = (p32 - 2 * p16) / 512
+    return a, (p16 - 256 * a) / 16
 
 
-def cell_params(cell: Cell) -> tuple[float, float]:
+def cell_params(cell: Cell, dims: int = 2, se: bool = False) -> tuple[float, float]:
     """(a, b) of the cell's op nodes together."""
-    parts = [op_params(op) for op in cell.ops]
+    parts = [op_params(op, dims, se) for op in cell.ops]
     return sum(a for a, _ in parts), sum(b for _, b in parts)
 
 
 class HLParamsEstimate:
-    """Params of HL architectures with each cluster represented by ``cells[k]`` (see the module docstring)."""
+    """Params of HL architectures with each cluster represented by ``cells[k]`` (see the module docstring), for a
+    network of ``dims`` (2: images, 1: sequences) with or without SE; :meth:`for_task` takes all of it from a
+    :class:`~lightning_nas.space.task.Task`."""
 
-    def __init__(self, cells: Mapping[int, Cell], in_channels: int = 3, num_classes: int = 10):
-        self.coef = {k: cell_params(c) for k, c in cells.items()}
-        self.in_channels, self.num_classes = in_channels, num_classes
+    def __init__(self, cells: Mapping[int, Cell], in_channels: int = 3, num_classes: int = 10, dims: int = 2,
+                 se: bool = False):
+        self.coef = {k: cell_params(c, dims, se) for k, c in cells.items()}
+        self.in_channels, self.num_classes, self.dims = in_channels, num_classes, dims
+
+    @classmethod
+    def for_task(cls, pools: Mapping[int, Sequence[Cell]], quantile: float, task) -> HLParamsEstimate:
+        """:meth:`from_pools` for the network of ``task`` (its input channels, outputs, dimensionality and SE)."""
+        return cls.from_pools(pools, quantile, in_channels=task.in_channels, num_classes=task.num_classes,
+                              dims=task.dims, se=task.se)
 
     @classmethod
     def from_pools(cls, pools: Mapping[int, Sequence[Cell]], quantile: float = 0.9, **kw) -> HLParamsEstimate:
@@ -46,13 +57,19 @@ class HLParamsEstimate:
         if not 0 <= quantile <= 1:
             raise ValueError(f"quantile: {quantile}; need 0 ≤ q ≤ 1")
         chosen = {}
+        dims, se = kw.get("dims", 2), kw.get("se", False)
+
+        def size(c: Cell) -> float:
+            a, b = cell_params(c, dims, se)
+            return a * 64 * 64 + b * 64
+
         for k, pool in pools.items():
-            ranked = sorted(pool, key=lambda c: (sum(x * y for x, y in zip(cell_params(c), (64 * 64, 64))), str(c)))
+            ranked = sorted(pool, key=lambda c: (size(c), str(c)))
             chosen[k] = ranked[round(quantile * (len(ranked) - 1))]
         return cls(chosen, **kw)
 
     def stem(self, channels: int) -> int:
-        return self.in_channels * channels * 9 + 2 * channels
+        return self.in_channels * channels * 3 ** self.dims + 2 * channels
 
     def stage(self, cluster: int, in_channels: int, channels: int, stride: int, repeats: int) -> int:
         a, b = self.coef[cluster]

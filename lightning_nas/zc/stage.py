@@ -1,21 +1,29 @@
-"""Stage ``zc``: sample cells into the archive and compute ZC vectors for the labelled subset (DESIGN.md §1).
+"""Stage ``zc``: sample cells into the archive and compute ZC vectors for the labelled subset.
 
     python -m lightning_nas zc --config configs/zc/tiny.yaml [--workers 2] [--labelled 100]
 
 Resumable: cells are sampled from a seeded stream and inserted idempotently; each finished evaluation is committed
 at once, and a rerun evaluates only labelled cells without a row. Killing the run loses the evaluations in flight.
+Several runs may share one archive (a second run started for more GPUs or CPU processes, or a rerun started while
+the first is still going): each claims two pending cells per evaluation process at a time (:meth:`Archive.claim_zc`),
+so every cell is evaluated once; a run that finds the rest claimed by others waits for their rows, and takes over the
+claims of a run that was killed (at once, as its process is gone; or when their lease runs out).
 A numerical dead end (singular NASWOT kernel, NaN) is stored as ``failed`` with its reason; the run goes on.
 Writes ``<workdir>/archive.sqlite`` and ``<workdir>/zc/{metrics.json, normaliser.json, config.json}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import platform
+import queue
+import socket
 import time
-from collections.abc import Iterator
+import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..archive import Archive
+from ..archive import CLAIM_LEASE_S, Archive
 from ..space import Cell, resolve_op_set, sample_cells
 from ..space.nb201 import sample_nb201_cells
 from .vector import PROBE_SOURCES, Probe, ZCNormaliser, cell_scores
@@ -118,17 +126,109 @@ def _evaluate(item: tuple[str, dict]) -> tuple[str, dict | None, str, str, float
     return cell_hash, values, "failed" if problems else "ok", reason, seconds
 
 
-def _results(config: ZCStageConfig, probe: Probe, items: list[tuple[str, dict]]) -> Iterator[tuple]:
-    processes = config.devices or config.workers
-    threads = config.threads or max(1, (os.cpu_count() or 1) // processes)
-    state = {"x": probe.x, "y": probe.y, "source": probe.source, "seed": probe.seed}
-    if processes == 1:
-        _init_worker(state, threads, config.devices, mp.Value("i", 0))
-        yield from map(_evaluate, items)
-        return
-    ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive it
-    with ctx.Pool(processes, _init_worker, (state, threads, config.devices, ctx.Value("i", 0))) as pool:
-        yield from pool.imap_unordered(_evaluate, items, chunksize=1)
+class _Evaluator:
+    """Evaluates ``(hash, spec)`` items in this process (``workers: 1``, no GPU) or in a pool of spawned processes
+    (``workers``, or one per GPU with ``devices``): :meth:`submit` an item, :meth:`result` a finished one."""
+
+    def __init__(self, config: ZCStageConfig, probe: Probe):
+        self.processes = config.devices or config.workers
+        threads = config.threads or max(1, (os.cpu_count() or 1) // self.processes)
+        state = {"x": probe.x, "y": probe.y, "source": probe.source, "seed": probe.seed}
+        self._queued: deque = deque()
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()
+        self._pool = None
+        if self.processes == 1:
+            _init_worker(state, threads, config.devices, mp.Value("i", 0))
+        else:
+            ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive it
+            self._pool = ctx.Pool(self.processes, _init_worker, (state, threads, config.devices, ctx.Value("i", 0)))
+
+    def submit(self, item: tuple[str, dict]) -> None:
+        if self._pool is None:
+            self._queued.append(item)
+        else:
+            self._pool.apply_async(_evaluate, (item,), callback=self._finished.put,
+                                   error_callback=self._finished.put)
+
+    def result(self, timeout: float) -> tuple | None:
+        """``(hash, values, status, reason, seconds)`` of one submitted item, or ``None`` if none finished within
+        ``timeout`` seconds."""
+        if self._pool is None:
+            return _evaluate(self._queued.popleft())
+        try:
+            finished = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(finished, BaseException):
+            raise finished
+        return finished
+
+    def __enter__(self) -> _Evaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
+CLAIM_POLL_S = 1.0
+"""How often a run whose remaining cells are all claimed by other runs looks again."""
+_REFRESH_S = 30.0  # how often the list of pending cells is re-read (others may have written some)
+
+
+def _evaluate_pending(config: ZCStageConfig, probe: Probe, archive: Archive, labelled: dict[str, Cell]) -> int:
+    """Write a ZC row for every cell of ``labelled`` that has none, sharing the work with any other run on the
+    archive: claim up to two cells per evaluation process, evaluate, write each row and release its claim, until no
+    labelled cell is left without a row. Returns how many this run evaluated."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    todo = dict.fromkeys(archive.pending(probe.id, labelled))  # pending and not claimed by this run, in order
+    if not todo:
+        return 0
+    in_flight: set[str] = set()
+    done = 0
+    bar = tqdm(total=len(labelled), initial=len(labelled) - len(todo), desc="ZC vectors", unit="cell")
+    refreshed = renewed = time.monotonic()
+    try:
+        with _Evaluator(config, probe) as evaluator:
+            while True:
+                want = 2 * evaluator.processes - len(in_flight)
+                if want > 0 and todo:
+                    claimed = archive.claim_zc(probe.id, todo, want, owner, CLAIM_LEASE_S)
+                    for cell_hash in claimed:
+                        del todo[cell_hash]
+                        in_flight.add(cell_hash)
+                        evaluator.submit((cell_hash, labelled[cell_hash].to_json()))
+                    if len(claimed) < want or time.monotonic() - refreshed > _REFRESH_S:
+                        todo = dict.fromkeys(archive.pending(probe.id, todo))  # drop the rows others wrote
+                        refreshed = time.monotonic()
+                        bar.n = len(labelled) - len(todo) - len(in_flight)
+                        bar.refresh()
+                if not in_flight:
+                    if not todo:
+                        break
+                    time.sleep(CLAIM_POLL_S)  # the rest is claimed by other runs: wait for their rows (or claims)
+                    continue
+                result = evaluator.result(timeout=CLAIM_LEASE_S / 4)
+                if time.monotonic() - renewed > CLAIM_LEASE_S / 4:
+                    archive.renew_zc_claims(probe.id, owner, CLAIM_LEASE_S)
+                    renewed = time.monotonic()
+                if result is None:
+                    continue
+                cell_hash, values, status, reason, seconds = result
+                archive.add_zc(cell_hash, probe.id, values, status, reason, seconds)
+                archive.release_zc_claims(probe.id, owner, [cell_hash])
+                in_flight.discard(cell_hash)
+                done += 1
+                bar.update(1)
+    except BaseException:
+        if in_flight:  # stopped early (an error, Ctrl-C): give the unfinished cells back at once
+            with contextlib.suppress(Exception):
+                archive.release_zc_claims(probe.id, owner)
+        raise
+    finally:
+        bar.close()
+    return done
 
 
 # ---- the stage ---------------------------------------------------------------------------------------------------
@@ -149,16 +249,8 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
             if len(labelled) == config.labelled:
                 break
             labelled.setdefault(cell.canonical_hash(), cell)
-        todo = archive.pending(probe.id, labelled)
-        items = [(h, labelled[h].to_json()) for h in todo]
-
-        start, done = time.perf_counter(), 0
-        bar = tqdm(total=len(labelled), initial=len(labelled) - len(items), desc="ZC vectors", unit="cell")
-        for cell_hash, values, status, reason, seconds in _results(config, probe, items):
-            archive.add_zc(cell_hash, probe.id, values, status, reason, seconds)
-            done += 1
-            bar.update(1)
-        bar.close()
+        start = time.perf_counter()
+        done = _evaluate_pending(config, probe, archive, labelled)
         wall = time.perf_counter() - start
 
         counts = archive.count_zc(probe.id)

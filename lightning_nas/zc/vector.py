@@ -102,36 +102,31 @@ def _digits_batch(batch_size: int, gen: torch.Generator) -> tuple[torch.Tensor, 
 def _cifar10_batch(batch_size: int, gen: torch.Generator, data_dir) -> tuple[torch.Tensor, torch.Tensor]:
     if data_dir is None:
         raise ValueError("probe.data_dir: the cifar10 probe needs data_dir (the folder holding cifar-10-batches-py/)")
-    root = Path(data_dir)
-    expected = root / "cifar-10-batches-py"
-    if not (expected / "data_batch_1").is_file():
-        raise FileNotFoundError(
-            f"probe.data_dir: CIFAR-10 not found at {expected}. Put the python version of CIFAR-10 there "
-            "(data_batch_1..5, test_batch, batches.meta from cifar-10-python.tar.gz); nothing is downloaded."
-        )
-    dataset = _cifar10_train(root)
-    index = torch.randperm(len(dataset), generator=gen)[:batch_size]
-    images = torch.tensor(dataset.data[index.numpy()], dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+    images, labels = _cifar10_train(Path(data_dir))
+    index = torch.randperm(len(labels), generator=gen)[:batch_size]
+    images = images[index].float() / 255.0
     mean, std = torch.tensor(_CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(_CIFAR_STD).view(1, 3, 1, 1)
     images = (images - mean) / std
-    labels = torch.tensor(dataset.targets)[index]
-    return _crop_flip(images, gen, flip=True), labels
+    return _crop_flip(images, gen, flip=True), labels[index]
 
 
-def _cifar10_train(root: Path):
-    """torchvision's CIFAR-10 training set from ``root``, checking that the files exist rather than their md5 (so
-    a regenerated or partial copy loads too). The python-format batches are pickles: point ``data_dir`` only at a
-    copy of the official archive."""
-    from torchvision.datasets import CIFAR10
+def _cifar10_train(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CIFAR-10 training images (N×3×32×32 uint8) and labels of the python-version batches under ``root``, read
+    with the data modules' reader (:func:`datamodules.cifar.read_cifar_batches`): the batches are pickles, unpickled
+    with numpy arrays and builtin containers only, so a file that would run code is refused
+    (``pickle.UnpicklingError`` naming it) and nothing in it runs. The five training batches must be there; their
+    md5 is not checked, so a regenerated copy loads too."""
+    from datamodules.cifar import CIFAR_RELEASES, read_cifar_batches  # datamodules: a package of this distribution
 
-    class LocalCIFAR10(CIFAR10):
-        def _check_integrity(self) -> bool:
-            return all((Path(self.root) / self.base_folder / name).is_file() for name, _ in self.train_list)
-
-        def _load_meta(self) -> None:  # class names are not needed for a probe batch
-            self.classes, self.class_to_idx = [], {}
-
-    return LocalCIFAR10(str(root), train=True, download=False)
+    release = CIFAR_RELEASES[10]
+    folder = root / release.folder
+    missing = [name for name in release.train_files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"probe.data_dir: CIFAR-10 not found at {folder} (missing: {', '.join(missing)}). Put the python version "
+            "of CIFAR-10 there (data_batch_1..5 from cifar-10-python.tar.gz); nothing is downloaded."
+        )
+    return read_cifar_batches(folder, release.train_files, release.label_key, 10)
 
 
 def probe_network(cell: Cell, probe: Probe) -> torch.nn.Module:
