@@ -365,10 +365,12 @@ def test_deepsea_auroc_ranks_every_batch_on_the_sigmoid_scale():
 
     from datamodules.nb360.objectives import MultilabelAUROCOfFloatTargets
 
-    logits = [torch.tensor([[0.2], [0.9], [0.5], [0.1]]), torch.tensor([[-3.0], [2.0], [0.3], [-0.5]])]
-    targets = [torch.tensor([[0.0], [1.0], [1.0], [0.0]]), torch.tensor([[0.0], [1.0], [0.0], [1.0]])]
-    metric = MultilabelAUROCOfFloatTargets(num_labels=1)
+    logits = [torch.tensor([[0.2, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]]),
+              torch.tensor([[-3.0, 0.0], [2.0, 0.0], [0.3, 0.0], [-0.5, 0.0]])]
+    targets = [torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0]]),
+               torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [1.0, 1.0]])]
+    metric = MultilabelAUROCOfFloatTargets(num_labels=2, average=None)
     for p, t in zip(logits, targets, strict=True):
         metric.update(p, t)
-    expected = roc_auc_score(torch.cat(targets).ravel().numpy(), torch.cat(logits).sigmoid().ravel().numpy())
-    assert float(metric.compute()) == pytest.approx(expected)
+    expected = roc_auc_score(torch.cat(targets)[:, 0].numpy(), torch.cat(logits)[:, 0].sigmoid().numpy())
+    assert float(metric.compute()[0]) == pytest.approx(expected)
