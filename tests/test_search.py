@@ -137,9 +137,6 @@ def test_kill_9_resume_loses_and_repeats_nothing_and_matches_an_uninterrupted_ru
     assert _history(clean) == resumed  # same seed → same history, interrupted or not
 
 
-@pytest.mark.xfail(strict=False, reason="open defect (#19 note): fails in the integrated tree of this session "
-                   "(SIGTERMException / initial architecture over the 150k budget with the new sampler's cells); "
-                   "to be fixed first next session")
 def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive, tiny_gvae, tiny_ccnf, tmp_path,
                                                                     monkeypatch):
     """The stage on real (tiny) artifacts: G-VAE, a CCNF trained on its latents, two clusters; two budgets, T-CET on
@@ -157,7 +154,9 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
     config = SearchStageConfig(
         workdir=str(tmp_path), gvae=str(tiny_gvae), ccnf=str(tmp_path / "ccnf.ckpt"),
         clusters=str(tmp_path / "clusters.json"), population=3, iterations=4, seed=1,
-        budgets=[{"name": "small", "max_params": 150_000}, {"name": "big", "max_macs": 50_000_000}],
+        # "small" must admit α₀, whose size depends on the cells the tiny CCNF draws (≈ 166k–200k params with the
+        # up-to-6-node sampler's cells); 150k no longer did
+        budgets=[{"name": "small", "max_params": 400_000}, {"name": "big", "max_macs": 50_000_000}],
     )
     metrics = run_search_stage(config)
     assert metrics["iterations"] == 10 and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["failed"] == 10

@@ -284,7 +284,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = root / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
+    deadline = time.time() + 900  # generous for a busy machine: the loop ends as soon as epoch 1 is saved
     while time.time() < deadline and proc.poll() is None:
         if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
             break
@@ -292,7 +292,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = torch.load(last, weights_only=True)
-    assert 1 <= saved["epoch"] < 5, "the run finished before it could be killed"
+    assert 1 <= saved["epoch"] < 5, "killed before epoch 1 was saved, or after the run finished"
     resumed = subprocess.run(args + ["--ckpt_path", "last"], cwd=REPO, env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
