@@ -1,7 +1,7 @@
 """Zero-cost proxies of α_x against NAS-Bench-201 ground truth (CPU, resumable, parallel).
 
     python benchmarks/nb201_proxies.py [--cells 1000] [--seed 0] [--workers 2] [--probes digits,gaussian]
-                                       [--zen-repeats 4] [--csv ../shared/data/nb201/nats_bench_tss.csv]
+                                       [--zen-repeats 4] [--csv data/nb201/nats_bench_tss.csv]
                                        [--out benchmarks/results/nb201_proxies.md] [--jsonl PATH]
                                        [--report-only] [--json summary.json]
 
@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CSV = REPO.parent / "shared" / "data" / "nb201" / "nats_bench_tss.csv"
+DEFAULT_CSV = REPO / "data" / "nb201" / "nats_bench_tss.csv"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "nb201_proxies.md"
 
 # one shared forward/backward set for these (zc.evaluate_proxies), then ZiCo and Zen separately

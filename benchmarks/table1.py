@@ -1,7 +1,7 @@
 """The paper's Table 1: sampling the G-VAE latent space around the best NAS-Bench-201 cell (CPU, minutes).
 
     python benchmarks/table1.py [--workdir runs/tiny] [--gvae PATH] [--ccnf PATH] [--samples 20] [--seed 0]
-                                [--csv ../shared/data/nb201/nats_bench_tss.csv] [--out benchmarks/results/table1.md]
+                                [--csv data/nb201/nats_bench_tss.csv] [--out benchmarks/results/table1.md]
 
 The reference r is the NATS-Bench-TSS cell with the best CIFAR-10 test accuracy, embedded in the GraphNet space.
 Its ZC vector z(r) is measured on the archive's probe (the one the G-VAE and CCNF were trained with). Then
@@ -39,7 +39,7 @@ from lightning_nas.studies import sampling_study, sampling_table  # noqa: E402
 from lightning_nas.zc import ZCNormaliser  # noqa: E402
 from lightning_nas.zc.vector import Probe  # noqa: E402
 
-DEFAULT_CSV = REPO.parent / "shared" / "data" / "nb201" / "nats_bench_tss.csv"
+DEFAULT_CSV = REPO / "data" / "nb201" / "nats_bench_tss.csv"
 
 
 def best_nb201_cell(csv: Path):

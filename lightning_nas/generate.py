@@ -16,7 +16,10 @@ trained; every budget is checked on it and ``arch.json`` carries it.
 2. ``candidates`` full architectures: candidate i takes HL architecture i mod ``sequences`` and draws every stage's
    cell from its cluster with the CCNF (at the cluster mean, temperature τ; Eq. 9);
 3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with T-CET
-   on the archive's probe batch; the best is the result.
+   on the archive's probe batch; the best is the result —
+4. or, with ``select.top_n`` > 0 (the paper's final selection, Table 2: N = 10), the ``top_n`` best by T-CET are
+   trained for ``select.epochs`` on the task's training split with ``select.config`` (an evaluate config) and the
+   best by validation metric is the result (:mod:`lightning_nas.select`; ``selection.json`` lists them).
 
 Writes ``<out>/arch.json`` (the winner's spec), ``arch.png`` (its stages and cells), ``candidates.jsonl`` (every
 candidate's HL spec, cost, status and T-CET) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``tcet``,
@@ -35,6 +38,7 @@ from typing import Literal
 
 from .archive import Archive
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
+from .select import SelectConfig, best_index, train_candidates
 from .space.arch import Arch
 from .space.hl import HLArch
 from .space.task import Task
@@ -89,6 +93,8 @@ class GenerateConfig:
         budget_guide, guide_quantile: budget-guided decoding for a params budget (step 1) and its cell quantile.
         temperature: CCNF τ around the cluster mean.
         seed: seed of the cell draws (the SG's decoding is deterministic).
+        select: final selection by brief training of the proxy's top ``select.top_n`` (0: the proxy's best;
+            :class:`~lightning_nas.select.SelectConfig`).
         out: output directory (default ``<workdir>/generate``).
         wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
             otherwise, :mod:`lightning_nas.tracking`).
@@ -108,12 +114,15 @@ class GenerateConfig:
     guide_quantile: float = 0.9
     temperature: float = 0.4
     seed: int = 0
+    select: SelectConfig = field(default_factory=SelectConfig)
     out: str | None = None
     wandb: bool = False
 
     def __post_init__(self):
         if isinstance(self.budget, dict):
             self.budget = GenerateBudget(**self.budget)
+        if isinstance(self.select, dict):
+            self.select = SelectConfig(**self.select)
         if self.candidates < 1 or self.sequences < 1:
             raise ValueError(f"candidates and sequences must be ≥ 1 (got {self.candidates}, {self.sequences})")
         if self.task is not None:
@@ -225,7 +234,7 @@ def run_generate(config: GenerateConfig) -> dict:
         "budget": asdict(b), "task": task.to_json(), "seed": config.seed,
         "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
         "budget_satisfaction": result.within_budget / config.candidates,
-        "zc_evaluations": result.zc_evaluations,
+        "zc_evaluations": result.zc_evaluations, "trained_candidates": 0,
         "seconds": round(time.perf_counter() - start, 2),
         **{f"{k}_seconds": round(v, 3) for k, v in result.seconds.items()},
     }
@@ -235,7 +244,20 @@ def run_generate(config: GenerateConfig) -> dict:
             f"none of the {config.candidates} candidates is within the budget {asdict(b)} and scored "
             f"({result.within_budget} within budget); the SG learnt sizes from the search history — ask for a larger "
             f"budget, more --candidates, or run the search with budgets near this one and retrain the SG")
-    hl, arch, best = result.candidates[result.best]
+    chosen = result.best
+    if config.select.top_n > 0:
+        ranked = sorted((i for i, (_, _, e) in enumerate(result.candidates) if e.status == "ok"),
+                        key=lambda i: (-result.candidates[i][2].score, i))[: config.select.top_n]
+        start_select = time.perf_counter()
+        trained = train_candidates([result.candidates[i][1] for i in ranked], config.select, out / "select")
+        chosen = ranked[best_index(trained)]
+        selection = [{"candidate": i, "tcet": result.candidates[i][2].score, "params": result.candidates[i][2].params,
+                      "macs": result.candidates[i][2].macs, **t} for i, t in zip(ranked, trained, strict=True)]
+        (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+        metrics.update({"trained_candidates": len(ranked), "selected_rank": ranked.index(chosen) + 1,
+                        "select_seconds": round(time.perf_counter() - start_select, 2),
+                        "seconds": round(time.perf_counter() - start, 2)})
+    hl, arch, best = result.candidates[chosen]
     arch.save(out / "arch.json")
     (out / "hl_arch.json").write_text(json.dumps(hl.to_json(), indent=2) + "\n")
     draw_arch(arch, out / "arch.png", hl, f"T-CET {best.score:.4g}, {best.params / 1e6:.3g}M params, "

@@ -166,3 +166,20 @@ def test_nb201_cell_sampler_covers_every_distinct_cell_once_per_pass():
     assert cells[:20] != list(sample_nb201_cells(20, seed=2))
     with pytest.raises(ValueError, match="shape"):
         ZCStageConfig(op_set="graphnet", shape="nb201")
+
+
+def test_validation_table_selects_without_the_test_column(nb201_table, embedded):
+    """Every reachable cell has a CIFAR-10 validation accuracy (its own string's or its GraphNet cell's other strings'),
+    validation ranks test as the data README says, and the best cell by validation is not the best by test."""
+    from scipy.stats import spearmanr
+
+    cells = {c.canonical_hash(): c for c in embedded[0].values()}
+    assert len(cells) == 8_764
+    valid = {h: nb201_table.valid(c) for h, c in cells.items()}
+    test = {h: nb201_table.test(c).cifar10 for h, c in cells.items()}
+    assert spearmanr([valid[h] for h in cells], [test[h] for h in cells]).statistic > 0.95
+    best_by_valid = max(cells, key=valid.get)
+    assert max(valid.values()) == pytest.approx(91.57, abs=0.01)
+    assert 94.0 < test[best_by_valid] < max(test.values()) == pytest.approx(94.373, abs=1e-3)
+    with pytest.raises(ValueError, match="not a NAS-Bench-201 cell"):
+        nb201_table.valid(Cell.random(seed=0, op_set="graphnet", num_op_nodes=6))

@@ -18,6 +18,7 @@ from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.space.hl_cost import HLParamsEstimate
 from lightning_nas.space.network import build_network
+from tests.conftest import REPO
 
 
 def random_cell(cell, cluster, rng):
@@ -337,6 +338,32 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     write_clusters(tmp_path / "clusters3.json", [[0.0] * 4] * 3, archive=tmp_path / "archive.sqlite")
     with pytest.raises(ValueError, match="SG knows 2 clusters"):
         run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}))
+
+
+def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
+                                                                    tmp_path):
+    """select.top_n: the T-CET top 2 within budget are trained (digits, 1 epoch) and arch.json is the one with the
+    better validation accuracy; selection.json records both in T-CET order."""
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.space.arch import Arch
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    select = {"top_n": 2, "config": str(REPO / "configs" / "evaluate" / "digits.yaml"), "epochs": 1,
+              "set": {"trainer.logger": False, "data.init_args.image_size": 32}}
+    metrics = run_generate(GenerateConfig(
+        workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+        clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2, task="digits",
+        budget={"params": "150k", "macs": "20M"}, select=select, out=str(tmp_path / "a")))
+    selection = json.loads((tmp_path / "a" / "selection.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
+    scores = sorted((r["score"] for r in rows if r["status"] == "ok"), reverse=True)
+    assert [s["tcet"] for s in selection] == scores[:2] and metrics["trained_candidates"] == 2
+    chosen = max(selection, key=lambda s: (s["val_metric"], -s["tcet"]))
+    assert metrics["tcet"] == chosen["tcet"] and metrics["selected_rank"] == selection.index(chosen) + 1
+    arch = Arch.load(tmp_path / "a" / "arch.json")
+    assert arch == Arch.load(tmp_path / "a" / "select" / f"candidate_{selection.index(chosen)}" / "arch.json")
+    assert arch.task.name == "digits" and metrics["params"] <= 150_000 and metrics["macs"] <= 20e6
 
 
 def test_generate_for_dense_and_sequence_tasks_respects_their_shapes(history_archive, trained_sg, tiny_gvae,

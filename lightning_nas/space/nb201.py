@@ -24,6 +24,8 @@ from .ops import NB201_OPS
 NB201_EDGE_OPS = ("none", *NB201_OPS)
 _EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))  # the order of an arch string
 _TOKEN = re.compile(r"^(?P<op>[a-z0-9_]+)~(?P<src>\d)$")
+NB201_DATA = Path(__file__).resolve().parents[2] / "data" / "nb201"
+"""The NAS-Bench-201 tables shipped with the project (``data/nb201/README.md``: sources and licences)."""
 
 
 def parse_nb201(arch_str: str) -> list[tuple[int, int, str]]:
@@ -150,7 +152,7 @@ def read_nb201_csv(path: str | Path) -> list[NB201Record]:
     if not path.is_file():
         raise FileNotFoundError(
             f"NAS-Bench-201 table not found at {path}: expected the CSV with columns {', '.join(_CSV_COLUMNS)} "
-            "(shipped as shared/data/nb201/nats_bench_tss.csv)"
+            f"(shipped as {NB201_DATA / 'nats_bench_tss.csv'})"
         )
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
@@ -177,3 +179,52 @@ _CSV_COLUMNS = (
     "ArchitectureString",
     "UniqueString",
 )
+
+
+def read_nb201_valid_csv(path: str | Path) -> dict[str, float]:
+    """``arch_str → CIFAR-10 validation accuracy (%)`` of ``cifar10_valid.csv`` (9,445 de-duplicated cells)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"NAS-Bench-201 validation table not found at {path}: expected the CSV with columns "
+                                f"ArchitectureString, CIFAR10ValidAccuracy200Epochs (shipped as "
+                                f"{NB201_DATA / 'cifar10_valid.csv'})")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"ArchitectureString", "CIFAR10ValidAccuracy200Epochs"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: not the NB201 validation table (columns ArchitectureString, "
+                             "CIFAR10ValidAccuracy200Epochs)")
+        return {row["ArchitectureString"]: float(row["CIFAR10ValidAccuracy200Epochs"]) for row in reader}
+
+
+class NB201Table:
+    """The ground truth of a searched GraphNet cell: test accuracies (to report) and CIFAR-10 validation accuracy (to
+    select by — the paper's "train the top-N" step on NB201 is this lookup, never the test column).
+
+    A cell is reported through ``nb201_from_cell`` (the isomorphic string with the fewest edges). Its validation
+    accuracy is that string's, or — when the de-duplicated validation table keeps another string of the same
+    GraphNet cell — the mean over the strings of that cell it does keep (every reachable cell has at least one).
+    """
+
+    def __init__(self, root: str | Path = NB201_DATA):
+        root = Path(root)
+        self.records = {r.arch_str: r for r in read_nb201_csv(root / "nats_bench_tss.csv")}
+        valid = read_nb201_valid_csv(root / "cifar10_valid.csv")
+        by_hash: dict[str, list[float]] = {}
+        for arch_str, acc in valid.items():
+            try:
+                by_hash.setdefault(cell_from_nb201(arch_str).canonical_hash(), []).append(acc)
+            except ValueError:
+                continue  # an unreachable output: no GraphNet cell
+        self._valid, self._valid_by_hash = valid, {h: sum(v) / len(v) for h, v in by_hash.items()}
+
+    def test(self, cell: Cell) -> NB201Record:
+        arch_str = nb201_from_cell(cell)
+        if arch_str is None:
+            raise ValueError(f"{cell}: not a NAS-Bench-201 cell")
+        return self.records[arch_str]
+
+    def valid(self, cell: Cell) -> float:
+        arch_str = nb201_from_cell(cell)
+        if arch_str is None:
+            raise ValueError(f"{cell}: not a NAS-Bench-201 cell")
+        return self._valid.get(arch_str, self._valid_by_hash[cell.canonical_hash()])

@@ -30,3 +30,6 @@ __all__ = [
 from .vector import PROBE_SOURCES, ZC_NAMES, Probe, ZCNormaliser, cell_scores, probe_network, zc_vector
 
 __all__ += ["PROBE_SOURCES", "ZC_NAMES", "Probe", "ZCNormaliser", "cell_scores", "probe_network", "zc_vector"]
+from .az_nas import AZ_NAS_COMPONENTS, az_nas_aggregate, az_nas_blocks, az_nas_cell, az_nas_components
+
+__all__ += ["AZ_NAS_COMPONENTS", "az_nas_aggregate", "az_nas_blocks", "az_nas_cell", "az_nas_components"]

@@ -1,0 +1,55 @@
+"""Final selection by brief training (lightning_nas.select): the candidate that learns wins over the proxy's pick,
+on validation data, with the evaluate config's data and settings."""
+
+import json
+
+import pytest
+
+from lightning_nas.select import SelectConfig, best_index, candidate_config, train_candidates
+from lightning_nas.space.arch import Arch
+from tests.conftest import REPO
+
+DIGITS = str(REPO / "configs" / "evaluate" / "digits.yaml")
+# a one-op network that can only average-pool its stem's 8 channels: it cannot learn the digits in 2 epochs
+WEAK = {"stem": {"channels": 8, "stride": 1},
+        "stages": [{"cell": {"ops": ["avg_pool_k3"], "edges": [[0, 1], [1, 2]]}, "channels": 8, "stride": 1,
+                    "repeats": 1}]}
+
+
+def test_training_keeps_the_candidate_that_learns_whatever_the_proxy_order(tmp_path):
+    weak, strong = Arch.from_json(WEAK), Arch.load(REPO / "configs" / "archs" / "digits.json")
+    config = SelectConfig(top_n=2, config=DIGITS, epochs=2, seed=0, set={"trainer.logger": False})
+    results = train_candidates([weak, strong], config, tmp_path, log=lambda _: None)  # the weak one ranked first
+    assert [r["val_metric_name"] for r in results] == ["val/acc"] * 2 and all(len(r["history"]) == 2 for r in results)
+    assert results[1]["val_metric"] > results[0]["val_metric"] + 0.2 and best_index(results) == 1
+    assert results[1]["val_metric"] == max(results[1]["history"])
+    assert Arch.load(tmp_path / "candidate_1" / "arch.json") == strong
+    assert not list(tmp_path.rglob("*.ckpt"))  # candidates keep no checkpoints
+    # the same seed trains the same way: the same validation history
+    again = train_candidates([strong], config, tmp_path / "again", log=lambda _: None)
+    assert again[0]["history"] == results[1]["history"]
+
+
+def test_candidate_config_overrides_and_minimised_metrics(tmp_path):
+    tree, monitor, mode = candidate_config(SelectConfig(top_n=1, config=DIGITS, epochs=4, seed=7,
+                                                        set={"data.init_args.image_size": 32}),
+                                           tmp_path / "arch.json", tmp_path, 3)
+    assert (monitor, mode) == ("val/acc", "max") and tree["seed_everything"] == 7
+    assert tree["trainer"]["max_epochs"] == 4 and tree["trainer"]["enable_checkpointing"] is False
+    assert tree["trainer"]["logger"]["init_args"]["name"] == "select-3"  # each candidate's curves in its W&B run
+    assert tree["data"]["init_args"]["image_size"] == 32 and tree["model"]["init_args"]["arch"].endswith("arch.json")
+    assert not any("Checkpoint" in c["class_path"] for c in tree["trainer"]["callbacks"])
+    dense = str(REPO / "configs" / "evaluate" / "darcy_flow.yaml")
+    _, monitor, mode = candidate_config(SelectConfig(top_n=1, config=dense), tmp_path / "a.json", tmp_path, 0)
+    assert mode == "min"  # a loss-like metric: lower is better
+    assert best_index([{"val_metric": 0.3, "mode": "min"}, {"val_metric": 0.1, "mode": "min"}]) == 1
+
+
+def test_select_settings_are_checked_where_they_enter(tmp_path):
+    with pytest.raises(ValueError, match="select.config: give the evaluate config"):
+        SelectConfig(top_n=3)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SelectConfig(top_n=3, config=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="top_n must be"):
+        SelectConfig(top_n=-1)
+    assert json.loads(json.dumps(SelectConfig().__dict__))["top_n"] == 0
