@@ -77,6 +77,9 @@ _INHERITED: list[sqlite3.Connection] = []  # connections inherited over fork, ke
 _CHUNK = 1000  # rows per transaction when adding many cells
 _IN_CHUNK = 500  # bound parameters per IN (...) query
 
+_SAMPLE_ORDER = "ORDER BY c.sample_index IS NULL, c.sample_index, z.cell_hash"
+"""ZC rows in the order of their cells' sample index (rows without a stored cell last, by hash)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -697,25 +700,24 @@ class Archive:
 
     def zc(self, probe_id: str, status: str | None = "ok") -> dict[str, dict[str, float]]:
         """``cell_hash -> values`` on a probe, for rows of ``status`` (``None``: any status; rows without values
-        are left out), in insertion order."""
-        if status is None:
-            rows = self._read(
-                "SELECT cell_hash, vals FROM zc WHERE probe_id = ? AND vals IS NOT NULL ORDER BY rowid", (probe_id,)
-            )
-        else:
-            if status not in ZC_STATUSES:
-                raise ValueError(f"status: must be 'ok', 'failed' or None, got {status!r}")
-            rows = self._read(
-                "SELECT cell_hash, vals FROM zc WHERE probe_id = ? AND status = ? AND vals IS NOT NULL ORDER BY rowid",
-                (probe_id, status),
-            )
+        are left out), in the cells' sample order — not the order in which parallel workers happened to finish, so
+        whatever is computed from them (the normaliser's sums, the clustering) is the same in every process."""
+        if status is not None and status not in ZC_STATUSES:
+            raise ValueError(f"status: must be 'ok', 'failed' or None, got {status!r}")
+        rows = self._read(
+            f"SELECT z.cell_hash, z.vals FROM zc z LEFT JOIN cells c ON c.hash = z.cell_hash WHERE z.probe_id = ? "
+            f"AND z.vals IS NOT NULL {'' if status is None else 'AND z.status = ?'} {_SAMPLE_ORDER}",
+            (probe_id,) if status is None else (probe_id, status),
+        )
         return {h: json.loads(v) for h, v in rows}
 
     def zc_rows(self, probe_id: str) -> list[dict]:
-        """Every row on a probe (failed ones included), in insertion order, as dicts with keys ``hash``,
-        ``probe_id``, ``status``, ``reason``, ``seconds``, ``created`` (unix time) and ``values`` (dict or None)."""
+        """Every row on a probe (failed ones included), in the cells' sample order (as :meth:`zc`), as dicts with
+        keys ``hash``, ``probe_id``, ``status``, ``reason``, ``seconds``, ``created`` (unix time) and ``values``
+        (dict or None)."""
         rows = self._read(
-            "SELECT cell_hash, status, reason, seconds, created, vals FROM zc WHERE probe_id = ? ORDER BY rowid",
+            "SELECT z.cell_hash, z.status, z.reason, z.seconds, z.created, z.vals FROM zc z LEFT JOIN cells c "
+            f"ON c.hash = z.cell_hash WHERE z.probe_id = ? {_SAMPLE_ORDER}",
             (probe_id,),
         )
         return [

@@ -44,6 +44,9 @@ class ReportConfig:
         table2_population: population (default: the run's search stage, else 16).
         table2_budget_params: a params-only budget (default: the run's first search budget with all its limits,
             else 1M params).
+        compare_seeds: training seeds of "found vs alternatives" (:mod:`lightning_nas.compare`; [] leaves it out).
+        compare_epochs: their training epochs (default: the run's evaluate config's; the same for all four).
+        hand_picked: the hand-picked architecture to compare with.
         latent_points: cells on the latent map.
         refresh: recompute the cached studies.
         seed: seed of the studies and the map.
@@ -56,6 +59,9 @@ class ReportConfig:
     table2_iterations: int | None = None
     table2_population: int | None = None
     table2_budget_params: float | None = None
+    compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    compare_epochs: int | None = None
+    hand_picked: str = "configs/archs/digits.json"
     latent_points: int = 800
     refresh: bool = False
     seed: int = 0
@@ -306,6 +312,40 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
             "baselines with fewer evaluations.")
 
 
+def _compare(w: Path, config: ReportConfig, log) -> str:
+    """Found vs alternatives (:mod:`lightning_nas.compare`), cached in ``report/found_vs_alternatives.json`` (the
+    rows) with the key beside it."""
+    from .compare import found_vs_alternatives
+
+    if not config.compare_seeds:
+        return "Left out (`--compare_seeds []`)."
+    needed = [w / "generate" / "arch.json", w / "generate" / "metrics.json", w / "pipeline" / "evaluate.yaml"]
+    if not all(p.is_file() for p in needed):
+        return "Needs the generate and evaluate stages."
+    key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
+           "artifacts": _fingerprint(*needed, w / "archive.sqlite", Path(config.hand_picked))}
+    out, key_file = w / "report" / "found_vs_alternatives.json", w / "report" / "found_vs_alternatives.key.json"
+    if config.refresh or not out.is_file() or _json(key_file) != key:
+        rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=1, default=float))
+        key_file.write_text(json.dumps(key))
+    rows = json.loads(out.read_text())
+    evaluate = yaml.safe_load((w / "pipeline" / "evaluate.yaml").read_text())
+    epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
+    table = ("| architecture | params (M) | MACs (M) | within budget | T-CET | test metric, mean | per seed |\n"
+             "|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        table += (f"| {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | {'yes' if r['within_budget'] else 'no'}"
+                  f" | {_fmt(r['tcet'])} | **{r['test_metric_mean']:.4f}** | "
+                  f"{', '.join(f'{m:.4f}' for m in r['test_metrics'])} |\n")
+    return (table + f"\nAll four trained with the run's evaluate settings for {epochs} epochs, seeds "
+            f"{config.compare_seeds}, tested with the last weights. *random*: the best by T-CET of as many random "
+            "architectures within the budget as the generate stage scored candidates; *evo*: Evo(T-CET) in the "
+            "GraphNet space after that many evaluations; *hand-picked*: `" + config.hand_picked + "` as designed. "
+            "Rows: `report/found_vs_alternatives.json`.")
+
+
 def write_report(config: ReportConfig, log=print) -> dict:
     """Write ``<workdir>/REPORT.md`` (and its figures and cached studies under ``<workdir>/report/``)."""
     w = Path(config.workdir)
@@ -337,6 +377,7 @@ def write_report(config: ReportConfig, log=print) -> dict:
     report.add("## Table 2 at this run's scale: search methods under one budget\n\n" + _table2(w, config, log))
     sg = _json(w / "sg" / "metrics.json")
     report.add("## Sequence generator (stage sg)\n\n" + (_metrics_table(sg) if sg else "Not run."))
+    report.add("## Found vs alternatives: does the search pay?\n\n" + _compare(w, config, log))
 
     path = w / "REPORT.md"
     tmp = path.with_suffix(".tmp")

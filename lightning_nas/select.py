@@ -73,30 +73,41 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[leaf] = value
 
 
-def candidate_config(config: SelectConfig, arch_path: Path, root: Path, index: int) -> tuple[dict, str | None, str]:
-    """The evaluate config of candidate ``index``, and the monitored key and mode its checkpoint callback names."""
-    tree = copy.deepcopy(yaml.safe_load(Path(config.config).read_text()))
+def training_config(base: dict, arch_path: Path, root: Path, name: str, seed: int, epochs: int | None = None,
+                    overrides: dict | None = None) -> tuple[dict, str | None, str]:
+    """An evaluate config (a parsed YAML tree) made to train ``arch_path`` in ``root`` with ``seed`` (and ``epochs``
+    when given): no checkpoint callback (``enable_checkpointing: false``), its W&B run (if any) named ``name`` and
+    saved under ``root``. Returns the tree and the monitored key and mode its checkpoint callback named."""
+    tree = copy.deepcopy(base)
     monitor, mode = None, "max"
     trainer = tree.setdefault("trainer", {})
     callbacks = []
     listed = trainer.get("callbacks") or []
     for callback in listed if isinstance(listed, list) else [listed]:
-        name = str(callback.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(callback, dict) else ""
-        if name in _CHECKPOINT_CLASSES:
+        kind = str(callback.get("class_path", "")).rsplit(".", 1)[-1] if isinstance(callback, dict) else ""
+        if kind in _CHECKPOINT_CLASSES:
             monitor = callback.get("init_args", {}).get("monitor", monitor)
             mode = callback.get("init_args", {}).get("mode", mode)
-            continue  # a candidate keeps no checkpoint: its score is the validation history
+            continue  # no checkpoints: a candidate's score is its validation history, a comparison tests the last
         callbacks.append(callback)
     trainer["callbacks"] = callbacks
-    trainer.update({"max_epochs": config.epochs, "default_root_dir": str(root), "enable_checkpointing": False})
+    trainer.update({"default_root_dir": str(root), "enable_checkpointing": False})
+    if epochs is not None:
+        trainer["max_epochs"] = epochs
     logger = trainer.get("logger")
     if isinstance(logger, dict) and str(logger.get("class_path", "")).endswith("WandbLogger"):
-        logger.setdefault("init_args", {}).update({"name": f"select-{index}", "save_dir": str(root)})
-    tree["seed_everything"] = config.seed
+        logger.setdefault("init_args", {}).update({"name": name, "save_dir": str(root)})
+    tree["seed_everything"] = seed
     tree.setdefault("model", {}).setdefault("init_args", {})["arch"] = str(arch_path)
-    for key, value in config.set.items():
+    for key, value in (overrides or {}).items():
         _set(tree, key, value)
     return tree, monitor, mode
+
+
+def candidate_config(config: SelectConfig, arch_path: Path, root: Path, index: int) -> tuple[dict, str | None, str]:
+    """The evaluate config of candidate ``index``, and the monitored key and mode its checkpoint callback names."""
+    base = yaml.safe_load(Path(config.config).read_text())
+    return training_config(base, arch_path, root, f"select-{index}", config.seed, config.epochs, config.set)
 
 
 def train_candidates(archs: list[Arch], config: SelectConfig, out: Path, log=print) -> list[dict]:

@@ -124,6 +124,19 @@ def test_probe_round_trip_bit_identical(tmp_path):
         pickle.loads(blob)
 
 
+def test_zc_rows_come_back_in_sample_order_whatever_order_workers_wrote_them(tmp_path):
+    """#20 item 6: parallel zc workers finish in any order; readers (the normaliser's sums, clustering) must not
+    see that order, or two runs of one config differ in the last bits and then in the architecture."""
+    cells = list(sample_cells(6, seed=0, op_set="graphnet"))
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        archive.add_cells(cells, start_index=0)
+        for i in (4, 1, 5, 0, 3, 2):  # the order the workers happened to finish in
+            archive.add_zc(cells[i].canonical_hash(), "p", {"naswot": float(i)})
+        archive.add_zc("not-a-stored-cell", "p", {"naswot": -1.0})
+        assert list(archive.zc("p")) == [c.canonical_hash() for c in cells] + ["not-a-stored-cell"]
+        assert [r["values"]["naswot"] for r in archive.zc_rows("p")] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, -1.0]
+
+
 def test_zc_normaliser_and_arch_round_trip(tmp_path):
     values = {"naswot": 812.5, "snip_ssnr": float("nan"), "params": float("inf"), "flops": -float("inf")}
     with Archive(tmp_path / "a.sqlite") as archive:

@@ -110,11 +110,18 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     from lightning_nas.report import ReportConfig, write_report
 
     settings = {"workdir": str(run), "table1_samples": 2, "table2_iterations": 2, "table2_population": 3,
-                "latent_points": 30}
+                "latent_points": 30, "compare_seeds": [0], "compare_epochs": 1}
     write_report(ReportConfig(**settings), log=log.append)
     report = (run / "REPORT.md").read_text()
-    for heading in ("## Stages", "## Final architecture", "## Table 1", "## Table 2", "## Clusters", "## Sequence"):
+    for heading in ("## Stages", "## Final architecture", "## Table 1", "## Table 2", "## Clusters", "## Sequence",
+                    "## Found vs alternatives"):
         assert heading in report
+    compared = json.loads((run / "report" / "found_vs_alternatives.json").read_text())  # the contract of #20
+    assert [r["name"] for r in compared] == ["found", "hand-picked", "random", "evo"]
+    for r in compared:
+        assert {"params", "macs", "tcet", "test_metric_mean", "test_metrics"} <= set(r) and len(r["test_metrics"]) == 1
+        assert 0 <= r["test_metric_mean"] <= 1 and (r["name"] == "hand-picked" or r["within_budget"])
+    assert [r for r in compared if r["name"] == "found"][0]["params"] == generated["params"]
     assert "| CCNF | " in report and "| HL-Evo(T-CET)+CCNF | " in report and "| Random(T-CET) | " in report
     assert f"test acc **{metrics['test_metric']:.4g}**" in report
     for link in ("report/latent_map.png", "cluster/bic_aic.png", "search/pareto_small.png", "generate/arch.png"):
@@ -170,3 +177,36 @@ def test_a_stage_run_before_a_lightning_logger_keeps_the_process_offline(tmp_pat
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "gvae" / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.slow
+def test_one_config_and_seed_give_a_byte_identical_arch_json_in_two_processes(tmp_path):
+    """#20 item 6: the micro chain (zc with 2 worker processes, whose finishing order varies) run twice in fresh
+    processes gives the same archive contents, G-VAE weights and arch.json, byte for byte."""
+    import torch
+
+    from lightning_nas.archive import Archive
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    procs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = micro_config(tmp_path / name, zc={"workers": 2})
+        config_file = tmp_path / name / "micro.yaml"
+        config_file.write_text(yaml.safe_dump({"workdir": config.workdir, "stages": config.stages,
+                                                "until": "generate"}))
+        log = open(tmp_path / name / "stderr.log", "w")  # noqa: SIM115 (closed with the process below)
+        procs[name] = (subprocess.Popen([sys.executable, "-m", "lightning_nas", "pipeline", "--config",
+                                         str(config_file)], cwd=tmp_path / name, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=log), log)
+    for name, (proc, log) in procs.items():
+        assert proc.wait(timeout=1800) == 0, (tmp_path / name / "stderr.log").read_text()[-3000:]
+        log.close()
+    a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    with Archive(a / "archive.sqlite", create=False) as x, Archive(b / "archive.sqlite", create=False) as y:
+        probe = x.resolve_probe()
+        assert x.zc(probe) == y.zc(probe) and x.get_normaliser(probe) == y.get_normaliser(probe)
+        assert x.clusters(probe) == y.clusters(probe)
+    gvae = [torch.load(run / "gvae" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (a, b)]
+    assert all(torch.equal(gvae[0][k], gvae[1][k]) for k in gvae[0])
+    assert (a / "generate" / "arch.json").read_bytes() == (b / "generate" / "arch.json").read_bytes()

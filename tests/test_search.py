@@ -14,6 +14,7 @@ from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, 
 from lightning_nas.search.mutations import mutate_cell
 from lightning_nas.space.task import TASKS
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
+from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.zc import Probe
 from tests.conftest import REPO
@@ -204,6 +205,32 @@ class CountingEvaluator:
         return Evaluation("ok", float(arch.num_cells), 1, 1, 1, 0.0)
 
 
+class CostEvaluator(CountingEvaluator):
+    """Counts cells, but checks a params budget on the task's real network first."""
+
+    budget = Budget("small", max_params=150_000)
+
+    def __call__(self, arch):
+        from lightning_nas.search import Evaluation
+
+        params = count_cost(self.task.network(arch), self.task.input_shape)["params"]
+        status = "over_budget" if self.budget.violations({"params": params, "macs": 0, "flops": 0}) else "ok"
+        return Evaluation(status, float(arch.num_cells) if status == "ok" else None, params, 1, 1, 0.0)
+
+
+def test_random_baseline_draws_within_the_budget(tmp_path):
+    """#20 item 8: the random baseline used to spend most iterations on over-budget networks (91 of 101 discarded in
+    the demo); it now draws until a network fits, and says how many draws that took."""
+    config = HLEvoConfig(population=4, iterations=12, seed=0, random_search=True,
+                         initial=((0, 8, 2, 1), (0, 16, 2, 1)), initial_final_channels=None)
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        state = hl_evo(config, CostEvaluator(), gen_cell, 3, archive, "random")
+        rows = archive.archs(run="random")
+    draws = [int(r["metrics"]["changes"][1].split(":")[1]) for r in rows[1:]]
+    assert state.over_budget == 0 and state.evaluations == 13 and max(draws) > 1
+    assert all(r["metrics"]["params"] <= 150_000 for r in rows)
+
+
 def test_random_search_and_single_phase_modes(tmp_path):
     from lightning_nas.search.hl_evo import random_candidate
 
@@ -220,7 +247,7 @@ def test_random_search_and_single_phase_modes(tmp_path):
                archive, "one")
         changes = {run: [(r["metrics"]["iteration"], r["metrics"]["changes"]) for r in archive.archs(run=run)]
                    for run in ("random", "two", "one")}
-    assert all(c == ["random"] for i, c in changes["random"][1:])
+    assert all(c == ["random", "draws:1"] for i, c in changes["random"][1:])  # no budget: the first draw
     late = lambda run: {x for i, c in changes[run] if i > 30 for x in c}  # noqa: E731
     assert "cluster" not in late("two") and "insert" not in late("two")  # exploitation phase
     assert "cluster" in late("one")

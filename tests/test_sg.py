@@ -359,7 +359,7 @@ def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_arch
     rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
     scores = sorted((r["score"] for r in rows if r["status"] == "ok"), reverse=True)
     assert [s["tcet"] for s in selection] == scores[:2] and metrics["trained_candidates"] == 2
-    chosen = max(selection, key=lambda s: (s["val_metric"], -s["tcet"]))
+    chosen = max(selection, key=lambda s: (s["val_metric"], s["tcet"]))  # ties: the better T-CET
     assert metrics["tcet"] == chosen["tcet"] and metrics["selected_rank"] == selection.index(chosen) + 1
     arch = Arch.load(tmp_path / "a" / "arch.json")
     assert arch == Arch.load(tmp_path / "a" / "select" / f"candidate_{selection.index(chosen)}" / "arch.json")

@@ -20,11 +20,14 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import torch
+
 from ..archive import Archive
 from ..space.arch import MAX_CELLS, Arch
 from ..space.cell import Cell
+from ..space.cost import count_cost
 from ..space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
-from .evaluate import ArchEvaluator, Evaluation
+from .evaluate import BUDGET_UNITS, ArchEvaluator, Evaluation
 from .mutations import Candidate, mutate
 
 
@@ -100,6 +103,32 @@ def iteration_rng(seed: int, iteration: int) -> random.Random:
     return random.Random(f"hl-evo:{seed}:{iteration}")
 
 
+RANDOM_DRAWS = 200
+"""Random architectures drawn per iteration of the random baseline to find one within budget (a cost check only)."""
+
+
+def random_within_budget(rng: random.Random, num_clusters: int, new_cell: Callable, final_channels: int | None,
+                         evaluate: ArchEvaluator, max_draws: int = RANDOM_DRAWS) -> tuple[Candidate, int]:
+    """The random baseline's child: random architectures (:func:`random_candidate`) drawn until one is within
+    ``evaluate``'s budget — rejection sampling, so the baseline spends its proxy evaluations on admissible networks
+    as the evolutionary methods do; the cost check builds the network but runs no proxy. Returns the candidate and
+    the draws it took (after ``max_draws`` the last one, which the search then counts as over budget)."""
+    budget, task = evaluate.budget, evaluate.task
+    limited = any(getattr(budget, f"max_{unit}") is not None for unit in BUDGET_UNITS)
+    for draw in range(1, max_draws + 1):
+        child = random_candidate(rng, num_clusters, new_cell, final_channels, task.max_downsamplings)
+        if not limited:
+            return child, draw
+        try:
+            with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
+                cost = count_cost(task.network(evaluate.materialise(child.hl, child.cells)), task.input_shape)
+        except (RuntimeError, ValueError):
+            continue  # the search would count it as failed: draw another
+        if not budget.violations(cost):
+            return child, draw
+    return child, max_draws
+
+
 def run_id(method: str, budget_name: str, config: dict) -> str:
     """``<method>-<budget>-s<seed>-<hash of the config>``: a resumable run is the same config's run."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -146,8 +175,8 @@ def hl_evo(
                 f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
             )
         elif config.random_search:
-            child, changes = random_candidate(rng, num_clusters, new_cell, config.initial_final_channels,
-                                              evaluate.task.max_downsamplings), ["random"]
+            child, draws = random_within_budget(rng, num_clusters, new_cell, config.initial_final_channels, evaluate)
+            changes = ["random", f"draws:{draws}"]
         else:
             parent, _ = rng.choice(state.population)
             exploration = not config.two_phase or i <= config.iterations // 2

@@ -1,0 +1,115 @@
+"""Found vs alternatives: does the search pay? The run's generated architecture against the hand-picked default, the
+best of an equal number of random architectures within the same budget, and Evo(T-CET)'s pick after the same number
+of proxy evaluations — all trained and tested with identical settings (the run's resolved evaluate config, the same
+epochs and seeds), reported with params, MACs, T-CET and the test metric over the seeds.
+
+What is equal: the budget and task (``<workdir>/generate/metrics.json``), the number of proxy evaluations the
+alternatives get (the generate stage's ``candidates``: random draws within budget for "random", evolution
+iterations for "evo", GraphNet cells from the space's own sampler and mutations), the training recipe. What is not:
+"found" also stands on the pretrained generators and the search history (counted in the pipeline's stages); the
+hand-picked architecture may exceed the budget (its cost says so) — it is what a user would train without a search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from .archive import Archive
+from .search.evaluate import ArchEvaluator, Budget
+from .search.hl_evo import HLEvoConfig, hl_evo, random_within_budget
+from .select import training_config
+from .space.arch import Arch
+from .space.task import Task
+from .studies import graphnet_cell
+from .zc.vector import Probe
+
+NAMES = ("found", "hand-picked", "random", "evo")
+
+
+def _evaluator(workdir: Path) -> tuple[ArchEvaluator, int]:
+    generated = json.loads((workdir / "generate" / "metrics.json").read_text())
+    budget = {k: v for k, v in generated["budget"].items() if v is not None}
+    with Archive(workdir / "archive.sqlite", create=False) as archive:
+        probe = Probe.from_archive(archive)
+    limits = Budget("compare", budget.get("params"), budget.get("macs"), budget.get("flops"))
+    return ArchEvaluator(probe, limits, "tcet", Task.from_json(generated["task"])), int(generated["candidates"])
+
+
+def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print) -> dict[str, Arch]:
+    """The four architectures, each for the run's task (see the module docstring)."""
+    evaluator, n = _evaluator(workdir)
+    task = evaluator.task
+    hand = Arch.load(hand_picked)
+    archs = {"found": Arch.load(workdir / "generate" / "arch.json"),
+             "hand-picked": dataclasses.replace(hand, task=task)}  # as designed, trained on the run's task
+    rng = random.Random(f"compare-random:{seed}")
+    best, top = None, float("-inf")
+    for _ in range(n):  # n random architectures within the budget, the best by T-CET
+        child, _ = random_within_budget(rng, 1, graphnet_cell, 128, evaluator)
+        arch = evaluator.materialise(child.hl, child.cells)
+        evaluation = evaluator(arch)
+        if evaluation.status == "ok" and evaluation.score > top:
+            best, top = arch, evaluation.score
+    if best is None:
+        raise RuntimeError(f"compare: none of {n} random architectures within the budget could be scored")
+    archs["random"] = best
+    search = workdir / "pipeline" / "search.yaml"  # α₀ as the run's search started (one cluster: GraphNet cells)
+    search = yaml.safe_load(search.read_text()) if search.is_file() else {}
+    initial = tuple((0, c, s, r) for _, c, s, r in search.get("initial", HLEvoConfig.initial))
+    evo = HLEvoConfig(population=max(2, min(16, n // 2)), iterations=n - 1, seed=seed, initial=initial,
+                      initial_final_channels=search.get("initial_final_channels", 128), two_phase=False)
+    with tempfile.TemporaryDirectory() as tmp, Archive(Path(tmp) / "evo.sqlite", op_set="graphnet") as study:
+        state = hl_evo(evo, evaluator, graphnet_cell, 1, study, "evo", method="Evo(T-CET)")
+    if state.best is None:
+        raise RuntimeError(f"compare: Evo(T-CET) scored no architecture in {n} evaluations")
+    archs["evo"] = evaluator.materialise(state.best[0].hl, state.best[0].cells)
+    log(f"[compare] alternatives ready: {n} random draws within budget, Evo(T-CET) over {n} evaluations")
+    return archs
+
+
+def train_and_test(base: dict, arch: Arch, seed: int, root: Path, name: str) -> float:
+    """Train ``arch`` with the evaluate config ``base`` and ``seed`` in ``root``; the test metric of the last
+    weights (no checkpoint selection, identical for every architecture)."""
+    from .lightning_cli import EvaluateCLI
+
+    root.mkdir(parents=True, exist_ok=True)
+    arch.save(root / "arch.json")
+    tree, _, _ = training_config(base, root / "arch.json", root, name, seed)
+    cli = EvaluateCLI(args=tree, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    return float(results[f"test/{getattr(cli.model, 'metric_name', 'acc')}"])
+
+
+def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: list[int], epochs: int | None = None,
+                          log=print) -> list[dict]:
+    """Train the four architectures of :func:`alternatives` with the run's evaluate settings (``epochs`` overrides
+    its max_epochs, for all alike) for each seed; rows as the contract of ``report/found_vs_alternatives.json``."""
+    workdir = Path(workdir)
+    config = workdir / "pipeline" / "evaluate.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: no resolved evaluate config; run the pipeline through evaluate first")
+    base = yaml.safe_load(config.read_text())
+    if epochs is not None:
+        base.setdefault("trainer", {})["max_epochs"] = epochs
+    evaluator, _ = _evaluator(workdir)
+    rows = []
+    for name, arch in alternatives(workdir, Path(hand_picked), seeds[0], log).items():
+        evaluation = evaluator(arch)
+        start = time.perf_counter()
+        metrics = [train_and_test(base, arch, seed, workdir / "report" / "compare" / f"{name}-s{seed}",
+                                  f"compare-{name}-s{seed}") for seed in seeds]
+        rows.append({"name": name, "params": evaluation.params, "macs": evaluation.macs, "tcet": evaluation.score,
+                     "within_budget": evaluation.status != "over_budget",
+                     "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics,
+                     "seconds": round(time.perf_counter() - start, 1)})
+        log(f"[compare] {name}: test {statistics.mean(metrics):.4f} over seeds {seeds}")
+    return rows
