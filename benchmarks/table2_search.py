@@ -1,7 +1,8 @@
 """The paper's Table 2 at our scale: search methods under one budget and equal evaluation counts (CPU).
 
     python benchmarks/table2_search.py [--workdir runs/tiny] [--budget-params 1000000] [--iterations 100]
-                                       [--population 16] [--seeds 0,1,2] [--methods all]
+                                       [--budget-macs M] [--task digits] [--population 16] [--seeds 0,1,2]
+                                       [--methods all]
                                        [--out benchmarks/results/table2_search.md]
 
 Methods, all in the same harness (:func:`lightning_nas.search.hl_evo`, same α₀ structure, same budget, same number of
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from lightning_nas.archive import Archive  # noqa: E402
 from lightning_nas.generator import CellGenerator  # noqa: E402
 from lightning_nas.search import Budget  # noqa: E402
+from lightning_nas.space.task import Task  # noqa: E402
 from lightning_nas.studies import SEARCH_METHODS, search_study, search_table  # noqa: E402
 from lightning_nas.zc import Probe  # noqa: E402
 
@@ -43,6 +45,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--population", type=int, default=16)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--task", default=None, help="the task whose network the budget is checked on (a name, e.g. "
+                                                     "digits or cifar10; default: the probe's shape)")
+    parser.add_argument("--budget-macs", type=float, default=None)
     parser.add_argument("--methods", default="all")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "table2_search.md"))
     parser.add_argument("--rows-from", help="JSON/JSONL rows of an earlier, interrupted study with the same settings: "
@@ -54,15 +59,17 @@ def main() -> None:
     generator = CellGenerator.from_workdir(w)
     with Archive(w / "archive.sqlite", create=False) as archive:
         probe = Probe.from_archive(archive)
-    budget = Budget(f"{args.budget_params:.0e}", max_params=args.budget_params)
+    budget = Budget(f"{args.budget_params:.0e}", max_params=args.budget_params, max_macs=args.budget_macs)
+    task = Task.resolve(args.task) if args.task else None
     done = []
     if args.rows_from:
         text = Path(args.rows_from).read_text().strip()
         done = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines()]
     rows = search_study(generator, probe, budget, methods, seeds, args.iterations, args.population, done,
-                        log=lambda row: print(json.dumps(row), flush=True))
+                        log=lambda row: print(json.dumps(row), flush=True), task=task)
     table = search_table(rows)
-    note = (f"\nBudget {args.budget_params:.3g} params; {args.iterations} iterations after α₀, population "
+    limits = f"{args.budget_params:.3g} params" + (f", {args.budget_macs:.3g} MACs" if args.budget_macs else "")
+    note = (f"\nBudget {limits} on task {task.name if task else 'of the probe'}; {args.iterations} iterations after α₀, population "
             f"{args.population}, seeds {seeds}; probe `{probe.id}` (the archive's). T-CET of the best architecture "
             "by each method's own objective (Zen/ZiCo winners rescored with T-CET); mean ± std over seeds.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -261,16 +261,22 @@ def _table1(w: Path, config: ReportConfig, log) -> str:
             "(smallest L1) with a generation success near Random's. Accuracy needs the sampled networks trained.")
 
 
-def _search_settings(w: Path, config: ReportConfig) -> tuple[dict, int, int]:
-    """Table 2's budget (limits by unit), iterations and population: the run's search stage unless overridden."""
+def _search_settings(w: Path, config: ReportConfig) -> tuple[dict, int, int, dict | None]:
+    """Table 2's budget (limits by unit), iterations, population and task (fields, or None for the probe's shape):
+    the run's search stage (its first budget) unless overridden."""
     path = w / "pipeline" / "search.yaml"
     search = yaml.safe_load(path.read_text()) if path.is_file() else {}
     first = (search.get("budgets") or [{}])[0]
     limits = {unit: first.get(f"max_{unit}") for unit in ("params", "macs", "flops") if first.get(f"max_{unit}")}
     if config.table2_budget_params or not limits:
         limits = {"params": float(config.table2_budget_params or 1e6)}
+    task = first.get("task", search.get("task"))
+    if task is not None:
+        from .space.task import Task
+
+        task = Task.resolve(task).to_json()
     return (limits, config.table2_iterations or search.get("iterations") or 40,
-            config.table2_population or search.get("population") or 16)
+            config.table2_population or search.get("population") or 16, task)
 
 
 def _table2(w: Path, config: ReportConfig, log) -> str:
@@ -285,10 +291,10 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
         return "Left out (`--table2_methods []`)."
     if not all(p.is_file() for p in paths.values()):
         return "Needs this run's G-VAE, CCNF and clusters (the gvae, cluster and ccnf stages)."
-    limits, iterations, population = _search_settings(w, config)
+    limits, iterations, population, task = _search_settings(w, config)
     budget_text = ", ".join(f"{unit} ≤ {value:.3g}" for unit, value in limits.items())
     key = {"methods": config.table2_methods, "seeds": config.table2_seeds, "iterations": iterations,
-           "population": population, "budget": limits, "fingerprint": _fingerprint(*paths.values())}
+           "population": population, "budget": limits, "task": task, "fingerprint": _fingerprint(*paths.values())}
 
     def compute() -> dict:
         generator = CellGenerator.from_workdir(w)
@@ -298,8 +304,10 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
             f"iterations, budget {budget_text}")
         start = time.perf_counter()
         budget = Budget(budget_text, **{f"max_{unit}": value for unit, value in limits.items()})
+        from .space.task import Task
+
         rows = search_study(generator, probe, budget, config.table2_methods,
-                            config.table2_seeds, iterations, population,
+                            config.table2_seeds, iterations, population, task=Task.from_json(task) if task else None,
                             log=lambda row: log(f"[report]   {row['method']} seed {row['seed']}: best T-CET "
                                                 f"{row['tcet@100%']:.4g} in {row['seconds']:.0f} s"))
         return {"rows": rows, "seconds": round(time.perf_counter() - start, 1)}

@@ -135,18 +135,19 @@ def graphnet_cell(cell: Cell | None, cluster: int, rng: random.Random) -> Cell:
 
 def search_study(generator: CellGenerator, probe: Probe, budget: Budget, methods: Iterable[str],
                  seeds: Iterable[int], iterations: int, population: int, done: Iterable[dict] = (),
-                 log: Callable[[dict], None] | None = None) -> list[dict]:
+                 log: Callable[[dict], None] | None = None, task=None) -> list[dict]:
     """Table 2: every method of ``methods`` (keys of :data:`SEARCH_METHODS`) × seed in the same harness
     (:func:`~lightning_nas.search.hl_evo`, same α₀ structure, budget and iterations). For each run: the T-CET of the
     best architecture by the method's own objective after 25 %, 50 % and 100 % of the iterations (Zen/ZiCo winners
     rescored with T-CET), its params and MACs, evaluations, over-budget children and seconds. Rows in ``done`` (same
-    settings, e.g. from an interrupted study) are kept instead of rerun."""
+    settings, e.g. from an interrupted study) are kept instead of rerun. ``task`` (default: the probe's shape) is the
+    network every budget is checked on, as in the search stage."""
     methods, seeds = list(methods), list(seeds)
     unknown = [m for m in methods if m not in SEARCH_METHODS]
     if unknown:
         raise ValueError(f"methods: {unknown}; choose from {list(SEARCH_METHODS)}")
     k = len(generator.clusters["means"])
-    tcet = ArchEvaluator(probe, budget, "tcet")
+    tcet = ArchEvaluator(probe, budget, "tcet", task)
 
     def ccnf_cell(cell, cluster, rng):
         return generator.sample(1, cluster=cluster, temperature=0.4, seed=rng.randrange(2**31)).cells[0]
@@ -163,7 +164,7 @@ def search_study(generator: CellGenerator, probe: Probe, budget: Budget, methods
                 config = HLEvoConfig(population, iterations, seed, two_phase=m["hl"],
                                      random_search=m.get("random", False))
                 run = f"{name}-{seed}"
-                state = hl_evo(config, ArchEvaluator(probe, budget, m["objective"]),
+                state = hl_evo(config, ArchEvaluator(probe, budget, m["objective"], task),
                                ccnf_cell if m["hl"] else graphnet_cell, k if m["hl"] else 1, study, run, method=name)
                 history = study.archs(stage="search", run=run)
                 row = {"method": name, "seed": seed, "evaluations": state.evaluations,
