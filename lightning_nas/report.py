@@ -3,6 +3,7 @@ paper's Table 1 (sampling study) and Table 2 (search comparison), the latent map
 final architecture's picture.
 
     python -m lightning_nas report runs/demo [--table1_samples 10] [--table2_seeds [0]] [--table2_iterations 40]
+                                             [--compare_seeds [0,1,2]] [--compare_epochs 5]
 
 Reads only what the stages left in the directory (``pipeline/state.json`` and ``pipeline/<stage>.yaml`` when the
 pipeline made it, each stage's ``metrics.json``, the archive, checkpoints and ``clusters.json``); a missing stage is
@@ -72,6 +73,11 @@ class ReportConfig:
                                     "run (e.g. runs/demo after make demo)")
         if self.table1_samples < 0 or self.latent_points < 10:
             raise ValueError("table1_samples must be ≥ 0 and latent_points ≥ 10")
+        if self.compare_epochs is not None and self.compare_epochs < 1:
+            raise ValueError(f"compare_epochs: {self.compare_epochs}; train at least 1 epoch (or leave it unset)")
+        if self.compare_seeds and not Path(self.hand_picked).is_file():
+            raise FileNotFoundError(f"hand_picked: {self.hand_picked} does not exist; give an arch.json (e.g. "
+                                    "configs/archs/digits.json) or --compare_seeds []")
 
 
 def _json(path: Path) -> dict | None:
