@@ -18,7 +18,7 @@ install: $(STAMP)
 # rerunning skips finished stages and reuses the report's cached studies.
 demo: $(STAMP)
 	$(PY) -m lightning_nas pipeline --config configs/pipeline/tiny.yaml
-	$(PY) -m lightning_nas report runs/demo --table1_samples 8 --compare_epochs 5
+	$(PY) -m lightning_nas report runs/demo --table1_samples 8 --table2_iterations 50 --compare_epochs 5
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -185,6 +185,51 @@ def search_study(generator: CellGenerator, probe: Probe, budget: Budget, methods
     return rows
 
 
+def cluster_quality(generator: CellGenerator, probe: Probe, budget: Budget, initial: HLEvoConfig | None = None,
+                    samples: int = 4, seed: int = 0, task=None) -> list[dict]:
+    """Why HL-Evo wins or loses (Table 2's diagnosis): α₀'s macro structure with every stage's cell drawn by the CCNF
+    from one cluster (τ = 0.4, as HL-Evo draws), per cluster, and with the GraphNet baselines' random cells — T-CET
+    and cost of each, ``samples`` draws each. A cluster whose cells score no higher than random cells gives HL-Evo
+    nothing that Evo's random start lacks; the spread between clusters is what exploring clusters can gain."""
+    config = initial or HLEvoConfig()
+    hl = config.initial_hl()
+    evaluator = ArchEvaluator(probe, budget, "tcet", task)
+    sources = [(f"cluster {k}", k) for k in range(len(generator.clusters["means"]))] + [("random GraphNet", None)]
+    rows = []
+    for name, k in sources:
+        scores, params, over = [], [], 0
+        for i in range(samples):
+            rng = random.Random(f"cluster-quality:{seed}:{name}:{i}")
+            if k is None:
+                cells = tuple(graphnet_cell(None, 0, rng) for _ in hl.stages)
+            else:
+                cells = tuple(generator.sample(1, cluster=k, temperature=0.4, seed=rng.randrange(2**31)).cells[0]
+                              for _ in hl.stages)
+            evaluation = evaluator(evaluator.materialise(hl, cells))
+            if evaluation.status == "over_budget":
+                over += 1
+            elif evaluation.status == "ok":
+                scores.append(evaluation.score)
+                params.append(evaluation.params)
+        rows.append({"source": name, "cluster": k, "samples": samples, "over_budget": over,
+                     "tcet_mean": statistics.mean(scores) if scores else None,
+                     "tcet_max": max(scores) if scores else None,
+                     "params_mean": statistics.mean(params) if params else None})
+    return rows
+
+
+def cluster_quality_table(rows: list[dict]) -> str:
+    """Markdown of :func:`cluster_quality`."""
+    def num(v):
+        return "–" if v is None else f"{v:.3g}"
+
+    table = "| cells of α₀ from | mean T-CET | best T-CET | mean params | over budget |\n|---|---|---|---|---|\n"
+    for r in rows:
+        table += (f"| {r['source']} | {num(r['tcet_mean'])} | {num(r['tcet_max'])} | {num(r['params_mean'])} | "
+                  f"{r['over_budget']}/{r['samples']} |\n")
+    return table
+
+
 def search_table(rows: list[dict]) -> str:
     """Markdown of :func:`search_study`: mean ± std over seeds per method."""
     methods = list(dict.fromkeys(r["method"] for r in rows))

@@ -321,3 +321,25 @@ def test_ddp_skips_a_batch_stiff_on_one_rank_on_every_rank(tmp_path):
     assert all(torch.equal(after[1][n], after[0][n]) for n in names)  # the skipped step moved nothing
     assert not all(torch.equal(after[3][n], after[1][n]) for n in names)  # the steps after it train
     assert a["params"]["flow.dynamics.net.layers.2.layer.weight"].abs().sum() > 0  # zero-initialised, now trained
+
+
+def test_cluster_quality_scores_each_clusters_cells_in_the_searches_start(tiny_gvae, tiny_ccnf):
+    """Table 2's diagnosis: per cluster and for random GraphNet cells, α₀ with those cells is really scored (T-CET on
+    the probe), reproducibly, and over-budget draws are counted instead of scored."""
+    from lightning_nas.generator import CellGenerator
+    from lightning_nas.models import GVAEModule
+    from lightning_nas.search import Budget, HLEvoConfig
+    from lightning_nas.studies import cluster_quality, cluster_quality_table
+    from lightning_nas.zc import Probe
+
+    clusters = {"means": [[0.0, 0.0, 0.0, 0.0], [1.5, 1.5, 1.5, 1.5]]}
+    generator = CellGenerator(GVAEModule.from_checkpoint(tiny_gvae), CCNFModule.from_checkpoint(tiny_ccnf), clusters)
+    probe = Probe.from_source("gaussian", seed=0, batch_size=4)
+    small = HLEvoConfig(initial=((0, 8, 2, 1), (0, 16, 2, 1)), initial_final_channels=None)
+    rows = cluster_quality(generator, probe, Budget("b", max_params=10**7), small, samples=2)
+    assert [r["source"] for r in rows] == ["cluster 0", "cluster 1", "random GraphNet"]
+    assert all(r["over_budget"] == 0 and r["tcet_mean"] > 0 and r["tcet_max"] >= r["tcet_mean"] for r in rows)
+    assert rows == cluster_quality(generator, probe, Budget("b", max_params=10**7), small, samples=2)
+    tight = cluster_quality(generator, probe, Budget("b", max_params=10), small, samples=2)
+    assert all(r["over_budget"] == 2 and r["tcet_mean"] is None for r in tight)
+    assert "| random GraphNet |" in cluster_quality_table(rows) and "2/2" in cluster_quality_table(tight)

@@ -52,6 +52,28 @@ def test_stage_fills_archive_and_writes_metrics(tmp_path):
     assert again["evaluated_this_run"] == 0 and again["labelled"] == 5
 
 
+def test_transfer_labels_only_cells_outside_nb201(tmp_path):
+    """labelled_shape: any — the NB201 cells are all in the archive unlabelled, and every ZC row is of a cell
+    outside NB201, after the NB201 cells in sample order (so the rows come back in one order in any process)."""
+    from lightning_nas.space.nb201 import nb201_from_cell, sample_nb201_cells
+
+    distinct = len({cell.canonical_hash() for cell in sample_nb201_cells(40, seed=3)})  # isomorphic strings: one cell
+    metrics = run_zc_stage(config(tmp_path, shape="nb201", unlabelled=40, labelled=4, labelled_shape="any"))
+    assert metrics["labelled"] == 4 and metrics["cells"] == distinct + 4
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        (probe_id,) = archive.probes()
+        rows = archive.zc_rows(probe_id)
+        cells = [archive.get_cell(r["hash"]) for r in rows]
+        all_cells = [cell for _, cell in archive.iter_cells()]
+    assert all(nb201_from_cell(cell) is None for cell in cells)
+    assert sum(nb201_from_cell(cell) is not None for cell in all_cells) == distinct
+    assert [c.canonical_hash() for c in all_cells[distinct:]] == [r["hash"] for r in rows]
+    with pytest.raises(ValueError, match="labelled_shape"):
+        config(tmp_path, labelled_shape="any")  # needs shape: nb201
+    with pytest.raises(ValueError, match="labelled_shape"):
+        config(tmp_path, shape="nb201", labelled_shape="nb201")
+
+
 def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypatch):
     real = zc_stage.cell_scores
     calls = []

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..archive import CLAIM_LEASE_S, Archive
 from ..space import Cell, resolve_op_set, sample_cells
-from ..space.nb201 import sample_nb201_cells
+from ..space.nb201 import nb201_from_cell, sample_nb201_cells
 from .vector import PROBE_SOURCES, Probe, ZCNormaliser, cell_scores
 
 
@@ -58,6 +58,10 @@ class ZCStageConfig:
             (every reachable benchmark string once, in a seeded order; needs ``op_set: nb201``).
         unlabelled: cells sampled into the archive (N).
         labelled: of those, how many get a ZC vector (M, the first M in sample order).
+        labelled_shape: null — the labelled cells are the first M sampled; ``any`` — the *transfer* setting: the M
+            labelled cells come from a second stream of random cells of up to 6 op nodes (seed + 1) that skips every
+            cell of ``shape``, so the searched space's cells are all unlabelled and every ZC label comes from outside
+            it (needs ``shape: nb201``).
         seed: seed of the cell stream.
         probe: the probe batch.
         workers: evaluation processes on the CPU (1 = in this process).
@@ -73,6 +77,7 @@ class ZCStageConfig:
     shape: str = "any"
     unlabelled: int = 1000
     labelled: int = 64
+    labelled_shape: str | None = None
     seed: int = 0
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     workers: int = 1
@@ -87,6 +92,8 @@ class ZCStageConfig:
         resolve_op_set(self.op_set)
         if self.shape not in ("any", "nb201") or (self.shape == "nb201" and self.op_set != "nb201"):
             raise ValueError(f"shape: {self.shape!r}; 'any', or 'nb201' together with op_set: nb201")
+        if self.labelled_shape not in (None, "any") or (self.labelled_shape and self.shape != "nb201"):
+            raise ValueError(f"labelled_shape: {self.labelled_shape!r}; null, or 'any' together with shape: nb201")
         if self.unlabelled < 1 or not 0 <= self.labelled <= self.unlabelled:
             raise ValueError(f"labelled/unlabelled: need 0 ≤ labelled ({self.labelled}) ≤ unlabelled ({self.unlabelled})")
         if self.probe.source not in PROBE_SOURCES:
@@ -244,6 +251,10 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
         cells = list(sample_nb201_cells(config.unlabelled, config.seed) if config.shape == "nb201" else
                      sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
         archive.add_cells(cells, run=config.run, stage="zc", start_index=0)
+        if config.labelled_shape:
+            outside = _cells_outside_nb201(config.labelled, config.seed + 1, config.op_set)
+            archive.add_cells(outside, run=config.run, stage="zc", start_index=len(cells))
+            cells = outside
         labelled: dict[str, Cell] = {}
         for cell in cells:
             if len(labelled) == config.labelled:
@@ -274,6 +285,17 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
 
         log_stage("zc", stage_dir, asdict(config), metrics)
     return metrics
+
+
+def _cells_outside_nb201(n: int, seed: int, op_set: str) -> list[Cell]:
+    """``n`` distinct random cells (up to 6 op nodes) that are not NAS-Bench-201 cells, from one seeded stream."""
+    found: dict[str, Cell] = {}
+    for cell in sample_cells(1000 * n + 1000, seed=seed, op_set=op_set):
+        if len(found) == n:
+            return list(found.values())
+        if nb201_from_cell(cell) is None:
+            found.setdefault(cell.canonical_hash(), cell)
+    raise ValueError(f"labelled_shape: any found only {len(found)} distinct cells outside NB201 of {n} asked for")
 
 
 def _describe(config: ZCStageConfig, probe: Probe) -> dict:
