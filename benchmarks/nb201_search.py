@@ -498,7 +498,8 @@ def main() -> None:
     configs = {"amortised": (Path(args.pretrain), workdir),
                "transfer": (Path(args.transfer_pretrain), Path(args.transfer_workdir))}
     chains: dict[str, Pretrained] = {}
-    for setting in sorted({s for _, _, s, _ in todo} - {"none"}) + (["amortised"] if not todo else []):
+    present = {s for s, (_, w) in configs.items() if (w / "pipeline" / "state.json").is_file()}
+    for setting in sorted(({s for _, _, s, _ in todo} - {"none"}) | present):  # a pretrained chain is quoted too
         chains[setting] = pretrain(setting, *configs[setting], probe)  # a settled table still quotes its costs
         cache.seed(chains[setting].labelled)
         print(f"{setting}: clusters by mean T-CET: "
@@ -562,7 +563,10 @@ def note(seeds: list[int], probe: Probe, cache: ZCCache, chains: dict[str, Pretr
             "the mean T-CET of their labelled (non-NB201) cells. "
             "No baseline can use labels of cells outside the space it searches, so transfer's baselines are the "
             "**none** rows (same NB201 information). Accuracies: NATS-Bench-TSS 200-epoch test accuracy (%) of the "
-            "selected cell's NB201 string.\n")
+            "selected cell's NB201 string. *Seconds* are the search's own time plus the measured ZC time of every cell it "
+            "scored, on this 2-core CPU in the session that computed the row: rows from different sessions saw "
+            "different machine load (the none/amortised rows ran beside other jobs, ≈ 2–3 s per ZC vector; the "
+            "transfer rows on a quiet machine, ≈ 0.35 s), so compare seconds within a setting.\n")
     for setting, chain in chains.items():
         text += (f"\n*{setting}* pretraining (`{chain.workdir}`): {chain.evaluations} labelled ZC vectors, "
                  f"{chain.encoded} cells encoded; seconds on this CPU: "

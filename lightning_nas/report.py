@@ -347,17 +347,19 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
     rows = json.loads(out.read_text())
     evaluate = yaml.safe_load((w / "pipeline" / "evaluate.yaml").read_text())
     epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
-    table = ("| architecture | params (M) | MACs (M) | within budget | T-CET | test metric, mean | per seed |\n"
-             "|---|---|---|---|---|---|---|\n")
+    table = ("| architecture | params (M) | MACs (M) | within budget | T-CET | ‖∇θL‖ at init | test metric, mean | "
+             "per seed |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         table += (f"| {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | {'yes' if r['within_budget'] else 'no'}"
-                  f" | {_fmt(r['tcet'])} | **{r['test_metric_mean']:.4f}** | "
+                  f" | {_fmt(r['tcet'])} | {_fmt(r.get('grad_norm_at_init'))} | **{r['test_metric_mean']:.4f}** | "
                   f"{', '.join(f'{m:.4f}' for m in r['test_metrics'])} |\n")
     return (table + f"\nAll four trained with the run's evaluate settings for {epochs} epochs, seeds "
             f"{config.compare_seeds}, tested with the last weights. *random*: the best by T-CET of as many random "
             "architectures within the budget as the generate stage scored candidates; *evo*: Evo(T-CET) in the "
             "GraphNet space after that many evaluations; *hand-picked*: `" + config.hand_picked + "` as designed. "
-            "Rows: `report/found_vs_alternatives.json`.")
+            "‖∇θL‖ at init: the gradient norm of each network before training (`lightning_nas.compare.init_grad_norm`)"
+            " — T-CET, a SNIP-based proxy, grows with gradient magnitude, so a search that maximises it can favour "
+            "badly conditioned networks that train slowly. Rows: `report/found_vs_alternatives.json`.")
 
 
 def write_report(config: ReportConfig, log=print) -> dict:

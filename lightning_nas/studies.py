@@ -178,6 +178,9 @@ def search_study(generator: CellGenerator, probe: Probe, budget: Budget, methods
                              else tcet(Arch.from_json(best["spec"])).score)
                     row[f"tcet@{int(share * 100)}%"] = score
                 row["params"], row["macs"] = best["metrics"]["params"], best["metrics"]["macs"]
+                stages = Arch.from_json(best["spec"]).stages  # how dense the winner's cells are (edges per cell)
+                row["edges_per_cell"] = round(sum(len(s.cell.edges) for s in stages) / len(stages), 2)
+                row["cells"] = sum(s.repeats for s in stages)
                 rows.append(row)
                 if log is not None:
                     log(row)
@@ -235,16 +238,18 @@ def search_table(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
 
     def cell(method, key, fmt="{:.3g}"):
-        values = [r[key] for r in rows if r["method"] == method and r[key] is not None]
+        values = [r[key] for r in rows if r["method"] == method and r.get(key) is not None]
         if not values:
             return "–"
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd)}"
 
-    table = ("| method | best T-CET @25 % | @50 % | @100 % of iterations | params of best | MACs of best | scored | "
-             "over budget | s per run |\n|---|---|---|---|---|---|---|---|---|\n")
+    table = ("| method | best T-CET @25 % | @50 % | @100 % of iterations | params of best | MACs of best | "
+             "cells / edges per cell of best | scored | over budget | s per run |\n"
+             "|---|---|---|---|---|---|---|---|---|---|\n")
     for name in methods:
         table += (f"| {name} | {cell(name, 'tcet@25%')} | {cell(name, 'tcet@50%')} | {cell(name, 'tcet@100%')} | "
-                  f"{cell(name, 'params')} | {cell(name, 'macs')} | {cell(name, 'evaluations', '{:.0f}')} | "
+                  f"{cell(name, 'params')} | {cell(name, 'macs')} | {cell(name, 'cells', '{:.1f}')} / "
+                  f"{cell(name, 'edges_per_cell', '{:.1f}')} | {cell(name, 'evaluations', '{:.0f}')} | "
                   f"{cell(name, 'over_budget', '{:.0f}')} | {cell(name, 'seconds', '{:.0f}')} |\n")
     return table

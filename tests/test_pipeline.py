@@ -121,6 +121,7 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     for r in compared:
         assert {"params", "macs", "tcet", "test_metric_mean", "test_metrics"} <= set(r) and len(r["test_metrics"]) == 1
         assert 0 <= r["test_metric_mean"] <= 1 and (r["name"] == "hand-picked" or r["within_budget"])
+        assert r["tcet"] is not None and r["grad_norm_at_init"] > 0  # scored even when over the budget
     assert [r for r in compared if r["name"] == "found"][0]["params"] == generated["params"]
     assert "| CCNF | " in report and "| HL-Evo(T-CET)+CCNF | " in report and "| Random(T-CET) | " in report
     assert f"test acc **{metrics['test_metric']:.4g}**" in report

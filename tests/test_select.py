@@ -53,3 +53,22 @@ def test_select_settings_are_checked_where_they_enter(tmp_path):
     with pytest.raises(ValueError, match="top_n must be"):
         SelectConfig(top_n=-1)
     assert json.loads(json.dumps(SelectConfig().__dict__))["top_n"] == 0
+
+
+def test_init_grad_norm_is_seeded_and_separates_a_badly_conditioned_network():
+    """The found-vs-alternatives diagnostic: the same network and seed give the same norm; a deep stack of dense
+    mbconv cells (what T-CET rewards, #20) starts with a much larger gradient than the hand-picked digits network."""
+    from lightning_nas.compare import init_grad_norm
+    from lightning_nas.space import Cell
+    from lightning_nas.space.arch import Arch, Stage
+    from lightning_nas.space.task import Task
+    from tests.conftest import REPO
+
+    task = Task.resolve("digits")
+    hand = Arch.load(REPO / "configs" / "archs" / "digits.json")
+    ops = ["mbconv_e6_k3", "mbconv_e6_k5", "mbconv_e6_k3", "mbconv_e6_k5", "mbconv_e6_k3", "mbconv_e6_k5"]
+    dense = Cell(ops, [(i, j) for j in range(1, 8) for i in range(j)])
+    deep = Arch(stem_channels=8, stages=[Stage(dense, 8, 2 if i in (3, 6) else 1, 1) for i in range(10)])
+    a, b = init_grad_norm(hand, task), init_grad_norm(hand, task)
+    assert a == b and 0 < a < float("inf")
+    assert init_grad_norm(deep, task) > 10 * a
