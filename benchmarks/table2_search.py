@@ -2,7 +2,7 @@
 
     python benchmarks/table2_search.py [--workdir runs/tiny] [--budget-params 1000000] [--iterations 100]
                                        [--budget-macs M] [--task digits] [--population 16] [--seeds 0,1,2]
-                                       [--methods all]
+                                       [--methods all] [--diagnose 4] [--rows-from rows.jsonl]
                                        [--out benchmarks/results/table2_search.md]
 
 Methods, all in the same harness (:func:`lightning_nas.search.hl_evo`, same α₀ structure, same budget, same number of
@@ -17,7 +17,11 @@ iterations, the archive's probe batch):
 For every (method, seed): the best architecture by the method's own objective after 25 %, 50 % and 100 % of the
 iterations, and its T-CET (scored again for Zen/ZiCo), params and MACs. Accuracy needs GPU training and is not here:
 T-CET is what HL-Evo optimises, so this table says which search finds higher-T-CET networks under the budget, not
-which trains best. Writes a markdown table (``--out``) and the raw rows (``.json``).
+which trains best (on the demo, higher T-CET trained *worse*: ``benchmarks/results/demo.md``). The table also gives
+the winners' number of cells and edges per cell. ``--diagnose K`` adds what the clusters give HL-Evo
+(:func:`lightning_nas.studies.cluster_quality`: α₀ with each cluster's CCNF cells against random cells, K draws
+each) and the G-VAE predictor's R². Writes a markdown table (``--out``) and the raw rows (``.json``); every finished
+run is printed as a JSON line, which ``--rows-from`` takes back after an interruption.
 """
 
 from __future__ import annotations
