@@ -64,6 +64,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -442,7 +443,9 @@ def pretrain(setting: str, config: Path, workdir: Path, probe: Probe) -> Pretrai
         labelled = {r["hash"]: (archive.get_cell(r["hash"]), r["values"], r["seconds"])
                     for r in archive.zc_rows(probe.id) if r["status"] == "ok"}
         assigned = archive.clusters(probe.id)
-        cells = {h: archive.get_cell(h) for h in assigned}
+        # transfer only: which clustered cells are NB201 cells (one paged pass over the archive)
+        nb201 = [h for h, cell in archive.iter_cells() if h in assigned and nb201_from_cell(cell) is not None] \
+            if setting == "transfer" else []
         encoded = archive.num_cells()
     groups: dict[int, list[float]] = {}
     if setting == "amortised":
@@ -452,16 +455,13 @@ def pretrain(setting: str, config: Path, workdir: Path, probe: Probe) -> Pretrai
                 groups.setdefault(k, []).append(labelled[h][1]["tcet"])
     else:  # transfer: the labels are of cells outside NB201; rank the clusters that hold NB201 cells by them
         prior = {}
-        nb201 = [h for h, cell in cells.items() if nb201_from_cell(cell) is not None]
         if not nb201:
             raise SystemExit(f"{workdir}: no NB201 cell has a cluster; the cluster stage needs gvae: set "
                              "(configs/nb201/transfer.yaml)")
-        held: dict[int, int] = {}
-        for h in nb201:
-            held[assigned[h]] = held.get(assigned[h], 0) + 1
+        held = Counter(assigned[h] for h in nb201)
         # a cluster holding a handful of NB201 cells is a GraphNet cluster: its condition rarely gives NB201 cells
         for h, k in assigned.items():
-            if h in labelled and held.get(k, 0) >= 0.01 * len(nb201):
+            if h in labelled and held[k] >= 0.01 * len(nb201):
                 groups.setdefault(k, []).append(labelled[h][1]["tcet"])
     ranking = sorted(((k, statistics.mean(v), len(v)) for k, v in groups.items()), key=lambda r: -r[1])
     return Pretrained(workdir, generator, normaliser, prior, labelled, len(labelled), encoded, ranking,
@@ -499,8 +499,8 @@ def main() -> None:
                "transfer": (Path(args.transfer_pretrain), Path(args.transfer_workdir))}
     chains: dict[str, Pretrained] = {}
     present = {s for s, (_, w) in configs.items() if (w / "pipeline" / "state.json").is_file()}
-    for setting in sorted(({s for _, _, s, _ in todo} - {"none"}) | present):  # a pretrained chain is quoted too
-        chains[setting] = pretrain(setting, *configs[setting], probe)  # a settled table still quotes its costs
+    for setting in sorted(({s for _, _, s, _ in todo} - {"none"}) | present):  # a present chain's costs are quoted
+        chains[setting] = pretrain(setting, *configs[setting], probe)
         cache.seed(chains[setting].labelled)
         print(f"{setting}: clusters by mean T-CET: "
               + ", ".join(f"{k}: {m:.3g} ({c})" for k, m, c in chains[setting].ranking), flush=True)
