@@ -13,6 +13,8 @@ One file (``<workdir>/archive.sqlite``, shared by the stages of a run) holds
 - ``clusters``: named cell clusterings ``(name, cell_hash) -> cluster`` with their source (the ``cluster`` stage);
 - ``zc_claims``: leases on pending (cell, probe) evaluations, so that several zc runs on one archive share the work
   (:meth:`Archive.claim_zc`);
+- ``latency``: host latencies of networks (:mod:`lightning_nas.hw.measure`) keyed by network, device fingerprint
+  and batch, with the fingerprint itself, so measurements of different machines or runtimes never mix;
 - ``meta``: ``format = 'lightning-nas-archive'``, ``schema_version`` (:data:`SCHEMA_VERSION`), ``op_set``, …
 
 Concurrency: the file is in WAL mode with a long busy timeout, every write is one short ``BEGIN IMMEDIATE``
@@ -145,6 +147,20 @@ CREATE TABLE IF NOT EXISTS zc_claims (
     pid       INTEGER NOT NULL,
     expires   REAL NOT NULL,
     PRIMARY KEY (probe_id, cell_hash)
+);
+CREATE TABLE IF NOT EXISTS latency (
+    network   TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    batch     INTEGER NOT NULL,
+    median_ms REAL NOT NULL,
+    iqr_ms    REAL NOT NULL,
+    p10_ms    REAL NOT NULL,
+    runs      INTEGER NOT NULL,
+    device    TEXT NOT NULL,
+    task      TEXT NOT NULL DEFAULT '',
+    spec      TEXT,
+    created   REAL NOT NULL,
+    PRIMARY KEY (network, device_id, batch)
 );
 """
 
@@ -974,6 +990,55 @@ class Archive:
                 self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'zc_claims'")
             )
         return self._claims_seen
+
+    # ---- host latency ----------------------------------------------------------------------------------------------
+    # Added after the first archives of schema version 1 were written, like ``clusters``: in _SCHEMA for new archives,
+    # created by add_latency (IF NOT EXISTS, inside its transaction) in an older one, read as empty until then.
+    _LATENCY_TABLE = (
+        "CREATE TABLE IF NOT EXISTS latency (network TEXT NOT NULL, device_id TEXT NOT NULL, batch INTEGER NOT NULL,"
+        " median_ms REAL NOT NULL, iqr_ms REAL NOT NULL, p10_ms REAL NOT NULL, runs INTEGER NOT NULL,"
+        " device TEXT NOT NULL,"
+        " task TEXT NOT NULL DEFAULT '', spec TEXT, created REAL NOT NULL, PRIMARY KEY (network, device_id, batch))"
+    )
+
+    def add_latency(self, network: str, measurement, arch_spec: dict | None = None, task: str = "") -> None:
+        """Store a :class:`~lightning_nas.hw.measure.LatencyMeasurement` of the network keyed ``network``
+        (:func:`~lightning_nas.hw.measure.network_key`); a later measurement of the same network, device and batch
+        replaces it."""
+        device = measurement.device
+        params = (network, device.id, int(measurement.batch), float(measurement.median_ms),
+                  float(measurement.iqr_ms), float(measurement.p10_ms), int(measurement.runs), _dumps(device.to_json(), "device"), str(task),
+                  None if arch_spec is None else _dumps(arch_spec, "arch_spec"), time.time())
+        with self._write() as cur:
+            cur.execute(self._LATENCY_TABLE)
+            cur.execute("INSERT OR REPLACE INTO latency (network, device_id, batch, median_ms, iqr_ms, p10_ms, runs,"
+                        " device, task, spec, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
+
+    def latency(self, network: str, device_id: str, batch: int = 1) -> dict | None:
+        """The stored measurement of ``network`` on the device fingerprint ``device_id`` at ``batch``, or None."""
+        rows = self.latencies(device_id, network=network, batch=batch)
+        return rows[0] if rows else None
+
+    def latencies(self, device_id: str | None = None, network: str | None = None,
+                  batch: int | None = None) -> list[dict]:
+        """Stored measurements (filtered by device fingerprint id, network and batch when given), oldest first,
+        as dicts with keys ``network``, ``device_id``, ``batch``, ``median_ms``, ``iqr_ms``, ``p10_ms``, ``runs``, ``device``
+        (the fingerprint), ``task``, ``spec`` (the architecture) and ``created``."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'latency'"):
+            return []
+        where, params = [], []
+        for column, value in (("device_id", device_id), ("network", network), ("batch", batch)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = ("SELECT network, device_id, batch, median_ms, iqr_ms, p10_ms, runs, device, task, spec, created FROM latency"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, rowid")
+        keys = ("network", "device_id", "batch", "median_ms", "iqr_ms", "p10_ms", "runs", "device", "task", "spec",
+                "created")
+        rows = [dict(zip(keys, row, strict=True)) for row in self._read(sql, params)]
+        for row in rows:
+            row["device"], row["spec"] = _loads(row["device"]), _loads(row["spec"])
+        return rows
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -103,7 +103,7 @@ HELP = (
     "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
     "  zc                         sample cells into the archive and compute their ZC vectors\n"
     "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
-    "  search                     HL-Evo (T-CET) under params/MACs/FLOPs budgets; history in the archive\n"
+    "  search                     HL-Evo (T-CET) under params/MACs/FLOPs/latency budgets; history in the archive\n"
     "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
     "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
     "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Literal
 
 from .archive import Archive
+from .hw.cost import hardware_cost_for
+from .hw.measure import measure_arch
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
 from .select import SelectConfig, best_index, train_candidates
 from .space.arch import Arch
@@ -62,17 +64,23 @@ def parse_quantity(value: float | int | str | None, name: str) -> float | None:
 
 @dataclass
 class GenerateBudget:
-    """Hard limits of the generated architecture (numbers or ``1M``-style text; unset = no limit)."""
+    """Hard limits of the generated architecture (numbers or ``1M``-style text; unset = no limit). A request needs at
+    least one (checked by :class:`GenerateConfig`): there is no default limit that a ``--budget.latency_ms`` alone
+    would silently keep."""
 
     params: float | str | None = None
     macs: float | str | None = None
     flops: float | str | None = None
+    latency_ms: float | None = None
+    energy_mj: float | None = None
 
     def __post_init__(self):
-        for key in ("params", "macs", "flops"):
+        for key in ("params", "macs", "flops", "latency_ms", "energy_mj"):
             setattr(self, key, parse_quantity(getattr(self, key), f"budget.{key}"))
-        if self.params is None and self.macs is None and self.flops is None:
-            raise ValueError("budget: give at least one of --budget.params, --budget.macs, --budget.flops")
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, key) is None for key in ("params", "macs", "flops", "latency_ms", "energy_mj"))
 
 
 @dataclass
@@ -82,7 +90,12 @@ class GenerateConfig:
     Args:
         workdir: run directory (its archive's probe scores T-CET; outputs under ``<workdir>/generate`` unless ``out``).
         sg, gvae, ccnf, clusters: trained artifacts (defaults under ``workdir``).
-        budget: ``{params, macs, flops}`` limits.
+        budget: ``{params, macs, flops, latency_ms, energy_mj}`` limits; latency (ms, batch 1) and energy (mJ) are
+            on ``device``.
+        device: where ``latency_ms``/``energy_mj`` are judged: ``host`` (this machine: a lookup table fitted on its
+            own measurements of the task's networks, and the chosen architecture measured) or a HW-NAS-Bench
+            platform (``raspi4``, ``pixel3``, ``edgegpu``, ``edgetpu``, ``eyeriss``, ``fpga``: predicted, see
+            :mod:`lightning_nas.hw.cost`).
         task: the target task — a name (``cifar10``, ``cifar100``, ``imagenet``, ``digits``, a NAS-Bench-360 task) or
             its fields (:class:`~lightning_nas.space.task.Task`); default: the probe's shape. It conditions the SG and
             is the network whose cost is checked.
@@ -105,7 +118,8 @@ class GenerateConfig:
     gvae: str | None = None
     ccnf: str | None = None
     clusters: str | None = None
-    budget: GenerateBudget = field(default_factory=lambda: GenerateBudget(params=1e6))
+    budget: GenerateBudget = field(default_factory=GenerateBudget)
+    device: Literal["host", "edgegpu", "raspi4", "edgetpu", "pixel3", "eyeriss", "fpga"] = "host"
     task: str | dict | None = None
     unseen_task: Literal["drop", "error"] = "drop"
     candidates: int = 100
@@ -121,6 +135,9 @@ class GenerateConfig:
     def __post_init__(self):
         if isinstance(self.budget, dict):
             self.budget = GenerateBudget(**self.budget)
+        if self.budget.empty:
+            raise ValueError("budget: give at least one of --budget.params, --budget.macs, --budget.flops, "
+                             "--budget.latency_ms, --budget.energy_mj")
         if isinstance(self.select, dict):
             self.select = SelectConfig(**self.select)
         if self.candidates < 1 or self.sequences < 1:
@@ -214,16 +231,17 @@ def run_generate(config: GenerateConfig) -> dict:
         raise FileNotFoundError(f"{path}: no archive; run the zc stage first (python -m lightning_nas zc ...)")
     sg = SGModule.from_checkpoint(config.sg or workdir / "sg" / "checkpoints" / "last.ckpt")
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
-    with Archive(path, create=False) as archive:
-        probe = Probe.from_archive(archive)
     b = config.budget
-    budget = Budget("request", b.params, b.macs, b.flops)
-    evaluator = ArchEvaluator(probe, budget, "tcet", Task.from_json(config.task) if config.task else None)
-    task = evaluator.task
-    result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
-                                    config.temperature, config.seed,
-                                    config.guide_quantile if config.budget_guide else None,
-                                    unseen_task=config.unseen_task)
+    budget = Budget("request", b.params, b.macs, b.flops, b.latency_ms, b.energy_mj, config.device)
+    with Archive(path, create=False) as archive:  # open while generating: the host's op table stores layer timings
+        probe = Probe.from_archive(archive)
+        task = Task.from_json(config.task) if config.task else Task.from_probe(probe)
+        hardware = hardware_cost_for(config.device, task, workdir, archive) if budget.hardware else None
+        evaluator = ArchEvaluator(probe, budget, "tcet", task, hardware)
+        result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
+                                        config.temperature, config.seed,
+                                        config.guide_quantile if config.budget_guide else None,
+                                        unseen_task=config.unseen_task)
 
     out = Path(config.out) if config.out else workdir / "generate"
     out.mkdir(parents=True, exist_ok=True)
@@ -265,6 +283,16 @@ def run_generate(config: GenerateConfig) -> dict:
                                           f"input {'×'.join(map(str, task.input_shape))})")
     metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
                     "arch": str(out / "arch.json")})
+    if budget.hardware:
+        metrics.update({"device": config.device, "latency_ms_predicted": best.latency_ms,
+                        "energy_mj_predicted": best.energy_mj})
+        if config.device == "host":  # the final pick measured on this machine (stored in the archive)
+            with Archive(path) as archive:
+                measured = measure_arch(arch, task, archive=archive)
+            metrics.update({"latency_ms_measured": round(measured.ms, 4), "latency_median_ms": round(measured.median_ms, 4),
+                            "latency_iqr_ms": round(measured.iqr_ms, 4),
+                            "within_latency_measured": b.latency_ms is None or measured.ms <= b.latency_ms,
+                            "host": measured.device.to_json()})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if config.wandb:
         log_stage("generate", out, asdict(config), metrics, {"architecture": out / "arch.png"})

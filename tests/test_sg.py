@@ -337,7 +337,7 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
         GenerateConfig(budget={})
     write_clusters(tmp_path / "clusters3.json", [[0.0] * 4] * 3, archive=tmp_path / "archive.sqlite")
     with pytest.raises(ValueError, match="SG knows 2 clusters"):
-        run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}))
+        run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}, budget={"params": 1e6}))
 
 
 def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
@@ -424,3 +424,55 @@ def test_a_history_of_several_tasks_conditions_the_sg_on_each(tiny_archive, tmp_
     assert sg.task_condition(named_task("cifar100")) == {"classes": 100, "input_size": 32}
     with pytest.warns(UserWarning, match="never trained on a task like 'imagenet'"):
         assert sg.task_condition(named_task("imagenet")) == {}
+
+
+def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
+                                                                     tmp_path):
+    """``--budget.latency_ms`` with ``--device``: candidates judged by the device's stored cost table (here one with a
+    known answer: 1 ms per million dense-conv MACs + 0.05 ms per kernel), the pick reported with its prediction and,
+    on the host, measured and stored in the archive."""
+    from lightning_nas.archive import Archive
+    from lightning_nas.cli import main as cli_main
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.hw.cost import HardwareCost
+    from lightning_nas.hw.measure import host_fingerprint
+    from lightning_nas.hw.predictors import NETWORK_LUT_COLUMNS, network_features
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.space.task import Task
+    from lightning_nas.zc.vector import Probe
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+                  clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2)
+    table = [0.0] * NETWORK_LUT_COLUMNS
+    table[1], table[5] = 1.0, 0.05  # dense-conv MMACs, convs
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        task = Task.from_probe(Probe.from_archive(archive))
+    HardwareCost("raspi4", {"latency_ms": table}).save(tmp_path / "hw" / "raspi4.json")
+    HardwareCost("host", {"latency_ms": table}).save(
+        tmp_path / "hw" / f"host_{task.name}_{host_fingerprint('eager', 1).id}.json")
+    # every candidate's predicted latency (a limit all pass), then a limit between them: some over, some within
+    run_generate(GenerateConfig(**common, budget={"latency_ms": 1e6}, device="raspi4", out=str(tmp_path / "free")))
+    free = [json.loads(line)["latency_ms"] for line in (tmp_path / "free" / "candidates.jsonl").read_text().splitlines()]
+    distinct = sorted(set(free))
+    assert len(distinct) >= 2, free
+    limit = (distinct[0] + distinct[1]) / 2  # the cheapest candidates fit, the others not
+    cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.latency_ms", str(limit),
+              "--device", "raspi4", "--out", str(tmp_path / "raspi4")])
+    metrics = json.loads((tmp_path / "raspi4" / "metrics.json").read_text())
+    arch = Arch.load(tmp_path / "raspi4" / "arch.json")
+    predicted = network_features(build_network(arch, 3, 10), (3, 32, 32)) @ table
+    assert metrics["device"] == "raspi4" and metrics["latency_ms_predicted"] == pytest.approx(predicted)
+    assert predicted <= limit and "latency_ms_measured" not in metrics
+    rows = [json.loads(line) for line in (tmp_path / "raspi4" / "candidates.jsonl").read_text().splitlines()]
+    assert all((r["status"] == "over_budget") == (r["latency_ms"] > limit) for r in rows if r["params"] is not None)
+    assert sum(r["status"] == "over_budget" for r in rows) >= 1
+    host = run_generate(GenerateConfig(**common, budget={"latency_ms": limit}, device="host",
+                                       out=str(tmp_path / "host")))
+    assert host["latency_ms_measured"] > 0 and host["host"]["runtime"] == "eager"
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        assert [r["p10_ms"] for r in archive.latencies()] == [pytest.approx(host["latency_ms_measured"], abs=1e-4)]
+    with pytest.raises(SystemExit):  # jsonargparse refuses an unknown device before anything runs
+        cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.latency_ms", "3",
+                  "--device", "pixel9"])

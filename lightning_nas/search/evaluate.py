@@ -16,21 +16,39 @@ from ..space.task import Task
 from ..zc.proxies import evaluate_proxies
 from ..zc.vector import Probe
 
-BUDGET_UNITS = ("params", "macs", "flops")
+BUDGET_UNITS = ("params", "macs", "flops", "latency_ms", "energy_mj")
+HARDWARE_UNITS = ("latency_ms", "energy_mj")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Hard limits (``None`` = unlimited); ``name`` labels the runs and the history."""
+    """Hard limits (``None`` = unlimited); ``name`` labels the runs and the history. ``max_latency_ms`` and
+    ``max_energy_mj`` are on ``device`` (``host`` or a HW-NAS-Bench platform, :mod:`lightning_nas.hw`), batch 1,
+    judged by that device's :class:`~lightning_nas.hw.cost.HardwareCost` predictor."""
 
     name: str = "unlimited"
     max_params: float | None = None
     max_macs: float | None = None
     max_flops: float | None = None
+    max_latency_ms: float | None = None
+    max_energy_mj: float | None = None
+    device: str = "host"
+
+    @property
+    def hardware(self) -> bool:
+        """Whether a limit needs the device's hardware cost."""
+        return any(getattr(self, f"max_{unit}") is not None for unit in HARDWARE_UNITS)
 
     def __post_init__(self):
+        from ..hw.devices import DEVICES, ENERGY_DEVICES
+
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"budget: give it a non-empty name (got {self.name!r})")
+        if self.device not in DEVICES:
+            raise ValueError(f"budget {self.name!r}: device {self.device!r}; choose one of {DEVICES}")
+        if self.max_energy_mj is not None and self.device not in ENERGY_DEVICES:
+            raise ValueError(f"budget {self.name!r}: no energy model for {self.device!r}; energy budgets are for "
+                             f"{ENERGY_DEVICES}")
         for unit in BUDGET_UNITS:
             limit = getattr(self, f"max_{unit}")
             if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
@@ -43,7 +61,7 @@ class Budget:
         out = []
         for unit in BUDGET_UNITS:
             limit = getattr(self, f"max_{unit}")
-            if limit is not None and cost[unit] > limit:
+            if limit is not None and cost[unit] > limit:  # a hardware limit's cost is predicted
                 out.append(f"{unit} {cost[unit]:.3g} > {limit:.3g}")
         return out
 
@@ -60,6 +78,8 @@ class Evaluation:
     flops: int | None
     seconds: float
     reason: str = ""
+    latency_ms: float | None = None  # predicted on the budget's device (hardware budgets only)
+    energy_mj: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -73,10 +93,23 @@ class ArchEvaluator:
     probe's input; both networks' weights are seeded by the probe's seed. ``task`` defaults to the probe's shape
     (:meth:`Task.from_probe`). Architectures to score come from :meth:`materialise`, so they carry the task."""
 
-    def __init__(self, probe: Probe, budget: Budget, objective: str | None = "tcet", task: Task | None = None):
+    def __init__(self, probe: Probe, budget: Budget, objective: str | None = "tcet", task: Task | None = None,
+                 hardware=None):
         self.probe, self.budget, self.objective = probe, budget, objective
         self.task = task if task is not None else Task.from_probe(probe)
         self._probe_task = Task.from_probe(probe)
+        if budget.hardware and (hardware is None or hardware.device != budget.device):
+            raise ValueError(f"budget {budget.name!r} limits latency/energy on {budget.device!r}: give its "
+                             "HardwareCost (lightning_nas.hw.cost) as hardware=")
+        self.hardware = hardware  # a HardwareCost: predicted latency/energy of the task's network
+
+    def cost(self, model) -> dict[str, float]:
+        """Params/MACs/FLOPs of the task's ``model`` (counted) and, with a hardware cost, its predicted
+        ``latency_ms``/``energy_mj`` on the budget's device."""
+        cost = count_cost(model, self.task.input_shape)
+        if self.hardware is not None:
+            cost.update(self.hardware(model, self.task.input_shape))
+        return cost
 
     def materialise(self, hl, cells) -> Arch:
         """α(α̂) for this evaluator's task."""
@@ -101,25 +134,27 @@ class ArchEvaluator:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.probe.seed)
                 model = self.task.network(arch)
-            cost = count_cost(model, self.task.input_shape)
+            cost = self.cost(model)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, None, None, None, time.perf_counter() - start, f"build: {err}")
+        hw = {unit: cost[unit] for unit in HARDWARE_UNITS if unit in cost}
         over = self.budget.violations(cost)
         if over:
             return Evaluation("over_budget", None, cost["params"], cost["macs"], cost["flops"],
-                              time.perf_counter() - start, "; ".join(over))
+                              time.perf_counter() - start, "; ".join(over), **hw)
         if self.objective is None:  # a cost check only
             return Evaluation("unscored", None, cost["params"], cost["macs"], cost["flops"],
-                              time.perf_counter() - start)
+                              time.perf_counter() - start, **hw)
         try:
             values, problems = evaluate_proxies(self._probe_network(arch, model), self.probe.x, self.probe.y,
                                                 [self.objective])
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
-                              time.perf_counter() - start, f"{self.objective}: {err}")
+                              time.perf_counter() - start, f"{self.objective}: {err}", **hw)
         score = values[self.objective]
         if not math.isfinite(score):
             reason = problems.get(self.objective, "non-finite score")
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
-                              time.perf_counter() - start, f"{self.objective}: {reason}")
-        return Evaluation("ok", float(score), cost["params"], cost["macs"], cost["flops"], time.perf_counter() - start)
+                              time.perf_counter() - start, f"{self.objective}: {reason}", **hw)
+        return Evaluation("ok", float(score), cost["params"], cost["macs"], cost["flops"], time.perf_counter() - start,
+                          **hw)

@@ -25,7 +25,6 @@ import torch
 from ..archive import Archive
 from ..space.arch import MAX_CELLS, Arch
 from ..space.cell import Cell
-from ..space.cost import count_cost
 from ..space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from .evaluate import BUDGET_UNITS, ArchEvaluator, Evaluation
 from .mutations import Candidate, mutate
@@ -121,7 +120,7 @@ def random_within_budget(rng: random.Random, num_clusters: int, new_cell: Callab
             return child, draw
         try:
             with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
-                cost = count_cost(task.network(evaluate.materialise(child.hl, child.cells)), task.input_shape)
+                cost = evaluate.cost(task.network(evaluate.materialise(child.hl, child.cells)))
         except (RuntimeError, ValueError):
             continue  # the search would count it as failed: draw another
         if not budget.violations(cost):
@@ -158,7 +157,7 @@ def hl_evo(
     for record in archive.archs(stage="search", run=run):  # resume: replay the stored history
         m = record["metrics"]
         evaluation = Evaluation(m["status"], m.get("score"), m.get("params"), m.get("macs"), m.get("flops"),
-                                m.get("seconds", 0.0), m.get("reason", ""))
+                                m.get("seconds", 0.0), m.get("reason", ""), m.get("latency_ms"), m.get("energy_mj"))
         state.add(candidate_from_record(record), evaluation, config.population)
     budget = dict(vars(evaluate.budget))
     while state.iterations <= config.iterations:

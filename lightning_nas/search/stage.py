@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..archive import Archive
+from ..hw.cost import hardware_cost_for
+from ..hw.measure import measure_arch
+from ..space.arch import Arch
 from ..space.task import Task
 from ..tracking import stage_run
 from ..zc.vector import Probe
@@ -40,8 +43,10 @@ class SearchStageConfig:
         task: the task whose network the budgets are checked on (:class:`~lightning_nas.space.task.Task`): a name
             (``cifar10``, ``cifar100``, ``imagenet``, ``digits``, a NAS-Bench-360 task) or its fields; ``null``:
             the probe's shape. The architectures written (history, ``best_<budget>.json``) carry it.
-        budgets: one search per entry: ``{name, max_params, max_macs, max_flops}`` (missing limits = none), and
-            optionally ``task`` for that budget alone (a history of several task shapes teaches the SG the task).
+        budgets: one search per entry: ``{name, max_params, max_macs, max_flops, max_latency_ms, max_energy_mj,
+            device}`` (missing limits = none; latency/energy are predicted on ``device``: ``host`` or a HW-NAS-Bench
+            platform, :mod:`lightning_nas.hw`; on the host the best architecture is then measured), and optionally
+            ``task`` for that budget alone (a history of several task shapes teaches the SG the task).
         population, iterations, seed: Algorithm 1's N, T and the seed.
         initial: α₀'s stages ``[cluster, channels, stride, repeats]``; ``initial_final_channels`` its head width.
         temperature: τ of the CCNF when drawing a cell of a cluster.
@@ -72,7 +77,8 @@ class SearchStageConfig:
         if not self.budgets or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"budgets: give each budget a distinct non-empty name (got {names})")
         for b in self.budgets:
-            unknown = set(b) - {"name", "max_params", "max_macs", "max_flops", "task"}
+            unknown = set(b) - {"name", "max_params", "max_macs", "max_flops", "max_latency_ms", "max_energy_mj",
+                                "device", "task"}
             if unknown:
                 raise ValueError(f"budgets[{b.get('name')}]: unknown key(s) {sorted(unknown)}")
             Budget(**{k: v for k, v in b.items() if k != "task"})  # limits are checked before anything runs
@@ -154,7 +160,9 @@ def run_search_stage(config: SearchStageConfig) -> dict:
         probe_id = probe.id
         for spec in config.budgets:
             budget = Budget(**{k: v for k, v in spec.items() if k != "task"})
-            evaluate = ArchEvaluator(probe, budget, config.objective, config.budget_task(spec))
+            task = config.budget_task(spec) or Task.from_probe(probe)
+            hardware = hardware_cost_for(budget.device, task, workdir, archive) if budget.hardware else None
+            evaluate = ArchEvaluator(probe, budget, config.objective, task, hardware)
             settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests,
                         "task": evaluate.task.to_json()}
             run = run_id("hl-evo", budget.name, settings)
@@ -199,6 +207,11 @@ def run_search_stage(config: SearchStageConfig) -> dict:
             metrics[f"best_{config.objective}_{budget.name}"] = best["score"] if best else None
             metrics[f"best_params_{budget.name}"] = best["params"] if best else None
             metrics[f"best_macs_{budget.name}"] = best["macs"] if best else None
+            if budget.hardware and best_record is not None:
+                metrics[f"best_latency_ms_{budget.name}"] = best.get("latency_ms")  # predicted on budget.device
+                if budget.device == "host":  # the final pick measured, not predicted
+                    measured = measure_arch(Arch.from_json(best_record["spec"]), task, archive=archive)
+                    metrics[f"best_latency_ms_measured_{budget.name}"] = round(measured.ms, 4)
             metrics[f"run_{budget.name}"] = run
     metrics["evals_per_s"] = round(new_iterations / max(wall, 1e-9), 3)  # iterations run by this invocation
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
