@@ -284,8 +284,8 @@ def run_generate(config: GenerateConfig) -> dict:
     metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
                     "arch": str(out / "arch.json")})
     if budget.hardware:
-        metrics.update({"device": config.device, "latency_ms_predicted": best.latency_ms,
-                        "energy_mj_predicted": best.energy_mj})
+        metrics.update({"device": config.device, "latency_ms_predicted": best.latency_ms,  # with the safety margin
+                        "energy_mj_predicted": best.energy_mj, "margin": hardware.margin})
         if config.device == "host":  # the final pick measured on this machine (stored in the archive)
             with Archive(path) as archive:
                 measured = measure_arch(arch, task, archive=archive)

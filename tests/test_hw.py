@@ -176,10 +176,26 @@ def test_hardware_cost_round_trips_as_json(tmp_path):
     cost.save(tmp_path / "fpga.json")
     again = HardwareCost.load(tmp_path / "fpga.json")
     x = np.array([1.0, 3.0] + [5.0] * (n - 2))
-    assert again == cost and again.predict_features(x) == {"latency_ms": 7.0, "energy_mj": 0.5}
+    assert again == cost and again.predict_features(x) == {"latency_ms": 7.0, "latency_ms_estimate": 7.0,
+                                                          "energy_mj": 0.5, "energy_mj_estimate": 0.5}
     assert math.isclose(again.predict_features(2 * x)["latency_ms"], 14.0)
     with pytest.raises(ValueError, match="refit"):  # a table of another feature version
         HardwareCost("fpga", {"latency_ms": [1.0, 2.0]})
+    guarded = HardwareCost("fpga", cost.coefficients, margin={"latency_ms": 0.25})
+    assert HardwareCost.from_json(guarded.to_json()).predict_features(x)["latency_ms"] == pytest.approx(7.0 * 1.25)
+
+
+def test_calibrated_margin_covers_the_cross_validated_under_prediction():
+    from lightning_nas.hw.cost import calibrated_margin
+
+    rng = np.random.default_rng(0)
+    X = np.hstack([np.ones((200, 1)), rng.uniform(1, 10, (200, 2))])
+    truth = X @ np.array([1.0, 2.0, 0.5])
+    assert calibrated_margin(X, truth) < 1e-6  # an exact table needs no margin
+    noisy = truth * rng.lognormal(0.0, 0.1, 200)
+    m = calibrated_margin(X, noisy)
+    p = LookupTable().fit(X, noisy).predict(X)
+    assert 0.1 < m < 0.3 and np.mean(noisy <= p * (1 + m)) >= 0.9  # ≈ 95 % of the rows stay under the guarded value
 
 
 def test_host_cost_uses_the_op_table_and_reuses_every_stored_timing(tmp_path, monkeypatch):

@@ -137,7 +137,7 @@ class ArchEvaluator:
             cost = self.cost(model)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, None, None, None, time.perf_counter() - start, f"build: {err}")
-        hw = {unit: cost[unit] for unit in HARDWARE_UNITS if unit in cost}
+        hw = {unit: cost[unit] for unit in HARDWARE_UNITS if unit in cost}  # guarded (with the table's margin)
         over = self.budget.violations(cost)
         if over:
             return Evaluation("over_budget", None, cost["params"], cost["macs"], cost["flops"],
