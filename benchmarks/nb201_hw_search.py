@@ -25,7 +25,9 @@ reachable cells, in ms, rounded to 3 significant digits.
 fitted on ``--measurements`` (100) cells drawn at random from the device's measured cells (seeded by device and
 seed: each seed has its own draw and predictor, shared by every method and budget of that seed). These measurements
 are the device's pretraining cost of every row (``device_measurements``). A candidate whose *predicted* latency is
-over the budget is discarded and counted (``over_budget``): it is not scored and spends no budget.
+over the budget is discarded and counted (``over_budget``): it is not scored and spends no budget. The prediction is
+guarded by a calibrated safety margin (``--margin-quantile`` 0.95: the 95th percentile of the predictor's 10-fold
+cross-validated under-prediction on its own draw; ``margin`` in each row; 0 turns it off).
 
 **Searches**, each with N search evaluations (``--budgets``; one evaluation = one ZC vector of the probe macro
 α_x, the same cache, probe and pretraining as ``benchmarks/nb201_search.py``) and a seed, all in that benchmark's
@@ -274,18 +276,35 @@ class DevicePredictor:
     measured: list[str]  # hashes of the cells whose measurement it was fitted on
     predicted: dict[str, float]  # canonical hash → predicted ms, for every cell the device measured
     within10: float  # share of the device's measured cells predicted within ±10 %
+    margin: float = 0.0  # calibrated safety margin already applied to ``predicted``
 
 
-def device_predictor(space: Space, device: str, measurements: int, seed: int) -> DevicePredictor:
+def device_predictor(space: Space, device: str, measurements: int, seed: int,
+                     margin_quantile: float = 0.95) -> DevicePredictor:
+    """Fit on the seeded draw; with ``margin_quantile`` > 0 the predictions are multiplied by 1 + the quantile of the
+    predictor's 10-fold cross-validated under-prediction ``y / ŷ − 1`` on the draw itself (as
+    :func:`lightning_nas.hw.cost.calibrated_margin` does for the cost tables), so a budget check stays conservative."""
     lat = space.latency(device)
     measured = np.flatnonzero(~np.isnan(lat))
     draw = sorted(random.Random(f"measure:{device}:{seed}").sample(list(measured), measurements))
     X = space.features
-    model = fit_predictor(X[draw], lat[draw], S=None, lut_columns=NB201_LUT_COLUMNS, seed=seed)
-    prediction = model.predict(X[measured])
+
+    def fit(rows):
+        return fit_predictor(X[rows], lat[rows], S=None, lut_columns=NB201_LUT_COLUMNS, seed=seed)
+
+    margin = 0.0
+    if margin_quantile > 0:
+        rows, ratios = np.array(draw), []
+        for k in range(10):
+            test, train = rows[k::10], np.setdiff1d(rows, rows[k::10])
+            ratios.extend(lat[test] / np.maximum(fit(train).predict(X[test]), 1e-9) - 1.0)
+        margin = max(0.0, float(np.quantile(ratios, margin_quantile)))
+    model = fit(draw)
+    estimate = model.predict(X[measured])
+    prediction = estimate * (1.0 + margin)
     return DevicePredictor(model.name, [space.hashes[i] for i in draw],
                            {space.hashes[i]: float(p) for i, p in zip(measured, prediction, strict=True)},
-                           within(prediction, lat[measured], 0.10))
+                           within(estimate, lat[measured], 0.10), margin)
 
 
 # ------------------------------------------------------------------------------------------------- the searches
@@ -321,7 +340,8 @@ def evaluate(method: str, device: str, budget_ms: float, quantile: float, n: int
                     float(space.cifar10[i]), float(space.table.valid(pick)), float(lat[i]),
                     hypervolume(found, ref) / true_hv, pareto_front(found), len(predictor.measured),
                     pretrain_evaluations, seconds, predictor=predictor.name,
-                    predictor_within10=round(predictor.within10, 4), cluster=cluster)
+                    predictor_within10=round(predictor.within10, 4), margin=round(predictor.margin, 4),
+                    cluster=cluster)
 
 
 # ---------------------------------------------------------------------------------------------------- reports
@@ -446,6 +466,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="100", help="search evaluations N, comma-separated")
     parser.add_argument("--quantiles", default="0.25,0.5", help="latency budgets: quantiles of the measured latency")
     parser.add_argument("--measurements", type=int, default=100, help="table measurements the predictor is fitted on")
+    parser.add_argument("--margin-quantile", type=float, default=0.95,
+                        help="safety margin: this quantile of the predictor's cross-validated under-prediction (0: none)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", default="runs/nb201", help="the amortised pretraining and the ZC cache")
     parser.add_argument("--pretrain", default=str(REPO / "configs" / "nb201" / "pretrain.yaml"))
@@ -488,7 +510,7 @@ def main() -> None:
     truth: dict[str, tuple] = {}
     for d, budget_ms, q, n, seed, method in tqdm(todo, desc="HW-aware searches", unit="search"):
         if (d, seed) not in predictors:
-            predictors[d, seed] = device_predictor(space, d, args.measurements, seed)
+            predictors[d, seed] = device_predictor(space, d, args.measurements, seed, args.margin_quantile)
         if d not in truth:
             truth[d] = (space.latency(d), space.true_hypervolume(d), space.reference(d))
         lat, true_hv, ref = truth[d]
