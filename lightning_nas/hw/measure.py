@@ -16,6 +16,7 @@ threads and one inter-op thread).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ Runtime = Literal["eager", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("eager", "onnxruntime")
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
     try:
@@ -70,8 +72,10 @@ class DeviceFingerprint:
         return cls(**{k: v for k, v in spec.items() if k != "id"})
 
 
+@functools.cache
 def host_fingerprint(runtime: Runtime = "eager", threads: int = 1) -> DeviceFingerprint:
-    """This machine running ``runtime`` with ``threads`` threads."""
+    """This machine running ``runtime`` with ``threads`` threads (read once per process: the op table measures
+    hundreds of layers, each tagged with it)."""
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     if runtime == "onnxruntime":
         import onnxruntime

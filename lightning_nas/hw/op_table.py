@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .measure import LatencyMeasurement, host_fingerprint, measure_latency
+from .measure import host_fingerprint, measure_latency
+from .predictors import run_hooked
 
 OP_TABLE_FEATURES = ("constant", "layers_ms", "layers")
 
@@ -60,21 +61,9 @@ class OpLatencyTable:
             if inputs and isinstance(inputs[0], torch.Tensor):
                 layers.append((module, tuple(inputs[0].shape)))
 
-        handles = [m.register_forward_hook(hook) for m in model.modules()
-                   if not list(m.children()) and not isinstance(m, nn.Identity | nn.Flatten | nn.Dropout)]
-        was_training = model.training
-        try:
-            model.eval()
-            with torch.inference_mode():
-                model(torch.zeros(1, *input_shape))
-        finally:
-            for h in handles:
-                h.remove()
-        try:
-            total = sum(self.layer_ms(module, shape) for module, shape in layers)
-        finally:
-            model.train(was_training)
+        no_kernel = nn.Identity | nn.Flatten | nn.Dropout
+        run_hooked(model, input_shape, [(m, hook) for m in model.modules()
+                                        if not list(m.children()) and not isinstance(m, no_kernel)])
+        total = sum(self.layer_ms(module, shape) for module, shape in layers)  # each layer timed alone, eval mode
         return np.array([1.0, total, float(len(layers))])
 
-
-__all__ = ["OP_TABLE_FEATURES", "OpLatencyTable", "LatencyMeasurement"]

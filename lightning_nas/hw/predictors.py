@@ -60,6 +60,21 @@ _NETWORK_FEATURES = ("constant", "dense_conv_mmacs", "pointwise_conv_mmacs", "de
 NETWORK_LUT_COLUMNS = len(_NETWORK_FEATURES)
 
 
+def run_hooked(model: nn.Module, input_shape: tuple[int, ...], hooks: list[tuple[nn.Module, object]]) -> None:
+    """One eval-mode, inference-mode forward pass of ``model`` on a zero sample of ``input_shape`` with the forward
+    ``hooks`` ``(module, fn)`` registered; hooks are removed and the model's mode restored afterwards."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
 def network_features(model: nn.Module, input_shape: tuple[int, ...]) -> np.ndarray:
     """Kernel-level features of ``model`` on one sample of ``input_shape`` (one forward pass with hooks): MACs of
     dense, pointwise and depthwise convolutions (millions), conv output elements, pooling and norm/activation
@@ -104,17 +119,8 @@ def network_features(model: nn.Module, input_shape: tuple[int, ...]) -> np.ndarr
         else:
             f["layers"] -= 1  # containers and identities run no kernel of their own
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    handles += [m.register_forward_hook(cell_hook) for m in model.modules() if isinstance(m, CellBlock)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    run_hooked(model, input_shape, [(m, hook) for m in model.modules() if not list(m.children())]
+               + [(m, cell_hook) for m in model.modules() if isinstance(m, CellBlock)])
     return np.array([f[name] for name in _NETWORK_FEATURES], dtype=float)
 
 
@@ -210,13 +216,6 @@ class Boosted(LatencyPredictor):
         return np.exp(self.model.predict(self._inputs(X, S)))
 
 
-def _candidates(n: int, lut_columns: int | None, sources: bool, seed: int) -> list[LatencyPredictor]:
-    out: list[LatencyPredictor] = [LookupTable(columns=lut_columns)]
-    if sources:
-        out.append(SourceTransfer())
-    if n >= 100:
-        out.append(Boosted(seed=seed))
-    return out
 
 
 def cross_validated_error(make, X, y, S=None, folds: int = 5, seed: int = 0) -> float:
@@ -235,23 +234,22 @@ def cross_validated_error(make, X, y, S=None, folds: int = 5, seed: int = 0) -> 
 
 
 def fit_predictor(X, y, S=None, lut_columns: int | None = None, seed: int = 0) -> LatencyPredictor:
-    """The predictor (of those :func:`_candidates` allows for ``len(y)`` samples) with the smallest cross-validated
-    log error on ``(X, y, S)``, refitted on all of them. ``lut_columns``: the lookup table's leading columns."""
+    """The predictor with the smallest cross-validated log error on ``(X, y, S)``, refitted on all of them: the lookup
+    table, the source transfer (when ``S`` is given) and, from 100 samples on, the boosted trees. ``lut_columns``:
+    the lookup table's leading columns."""
     X, y = np.asarray(X, float), np.asarray(y, float)
     S = None if S is None else np.asarray(S, float)
     if len(y) < 3:
         raise ValueError(f"a latency predictor needs at least 3 measurements, got {len(y)}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("latency measurements must be positive and finite")
-    candidates = _candidates(len(y), lut_columns, S is not None, seed)
-    if len(candidates) == 1:
-        return candidates[0].fit(X, y, S)
-    makers = {
-        "lookup-table": lambda: LookupTable(columns=lut_columns),
-        "source-transfer": SourceTransfer,
-        "boosted": lambda: Boosted(seed=seed),
-    }
-    scores = {c.name: cross_validated_error(makers[c.name], X, y, S, seed=seed) for c in candidates}
-    best = min(scores, key=scores.get)
-    return makers[best]().fit(X, y, S)
+    makers = {"lookup-table": lambda: LookupTable(columns=lut_columns)}
+    if S is not None:
+        makers["source-transfer"] = SourceTransfer
+    if len(y) >= 100:
+        makers["boosted"] = lambda: Boosted(seed=seed)
+    if len(makers) == 1:
+        return makers["lookup-table"]().fit(X, y, S)
+    scores = {name: cross_validated_error(make, X, y, S, seed=seed) for name, make in makers.items()}
+    return makers[min(scores, key=scores.get)]().fit(X, y, S)
 
