@@ -363,7 +363,17 @@ class Archive:
 
     def _setup(self, create: bool, op_set: str | None) -> None:
         con = self._con
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        # Switching a new file to WAL needs its exclusive lock, and SQLite answers "locked" at once (the busy handler
+        # is not consulted) while another process opening the same new archive holds it: retry until the timeout.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         if str(mode).lower() != "wal":
             raise ArchiveError(f"{self.path}: cannot switch to WAL mode (got {mode!r}); is it on a local file system?")
         con.execute("PRAGMA synchronous = NORMAL")
