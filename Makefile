@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(PY) -m lightning_nas report runs/demo --table1_samples 8 --table2_iterations 50 --compare_epochs 5
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # make evaluate TASK=<digits|cifar10|cifar100|imagenet|spherical|darcy_flow|psicov|cosmic|ninapro|ecg|satellite|deepsea>

@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-
 from _report import report
 
 from lightning_nas import zc

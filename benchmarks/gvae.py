@@ -1,6 +1,7 @@
 """Throughput of the G-VAE hot paths: training graphs/s, encode and decode cells/s (CPU, or a GPU when present).
 
-    python benchmarks/gvae.py [--hidden 256 --latent 64 --layers 4] [--paper] [--steps 50] [--device auto] [--json out.json]
+    python benchmarks/gvae.py [--hidden 256 --latent 64 --layers 4] [--paper] [--steps 50] [--device auto]
+        [--json out.json]
 
 ``--paper`` uses the paper's sizes (hidden 512, latent 256). Cells are seeded random GraphNet cells; a training step is
 forward + backward + AdamW on a batch of 64 unlabelled and 64 labelled cells (synthetic ZC targets, as the loss only
@@ -13,7 +14,6 @@ import argparse
 import time
 
 import torch
-
 from _report import report
 
 from lightning_nas.models import GVAEModule
@@ -25,7 +25,8 @@ from lightning_nas.space.decoding import batch_targets
 def batch(cells, device, zc_dims=4):
     adj, feat = encode_inputs(cells)
     targets = type(t := batch_targets(cells))(*(x.to(device) for x in t))
-    out = {"adj": adj, "feat": feat, "zc": torch.randn(len(cells), zc_dims), "hash": [c.canonical_hash() for c in cells]}
+    out = {"adj": adj, "feat": feat, "zc": torch.randn(len(cells), zc_dims),
+           "hash": [c.canonical_hash() for c in cells]}
     return {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in out.items()}, "targets": targets}
 
 
@@ -55,7 +56,8 @@ def main() -> None:
     model = GVAEModule(hidden=args.hidden, latent=args.latent, layers=args.layers, triplet_mining="all").to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     cells = list(sample_cells(args.batch * 8, seed=0))
-    batches = [{"unlabelled": batch(cells[i:i + args.batch], device), "labelled": batch(cells[i:i + args.batch], device)}
+    batches = [{"unlabelled": batch(cells[i:i + args.batch], device),
+                "labelled": batch(cells[i:i + args.batch], device)}
                for i in range(0, len(cells), args.batch)]
 
     def step(b):  # GVAEModule.training_step's loss, without Lightning's logging

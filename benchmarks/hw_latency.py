@@ -2,11 +2,14 @@
 
     python benchmarks/hw_latency.py [--repeats 5] [--runs 50] [--pause PATTERN]
 
-Three GraphNet networks of the CIFAR-10 task (the smallest, median and 75th percentile by MACs of 20 random architectures,
+Three GraphNet networks of the CIFAR-10 task (the smallest, median and 75th percentile by MACs of 20 random
+architectures,
 :func:`lightning_nas.hw.cost.random_archs`) are measured ``--repeats`` times each with
 :func:`lightning_nas.hw.measure.measure_latency` (batch 1 and batch 8, 1 thread, 10 warm-up runs, median of
-``--runs``; batch 8 not for the large one), in torch eager and onnxruntime. Repeatability = the spread of the repeated medians (and of the
-repeated 10th percentiles, the latency the project uses), ``(max − min) / median``; the IQR/median of single measurements is reported beside it. ``--pause`` stops this user's
+``--runs``; batch 8 not for the large one), in torch eager and onnxruntime. Repeatability = the spread of the
+repeated medians (and of the
+repeated 10th percentiles, the latency the project uses), ``(max − min) / median``; the IQR/median of single
+measurements is reported beside it. ``--pause`` stops this user's
 processes matching the pattern while measuring (as ``hw_predictors.py`` does); without it the machine's load is
 part of the figure. Writes ``benchmarks/results/hw_latency.json`` and ``.md``.
 """

@@ -18,7 +18,8 @@ percentile, :mod:`lightning_nas.hw.measure`), and two host predictors are judged
 they did not see: the lookup table over the networks' layer features (MACs/elements/kernels per layer kind,
 :func:`~lightning_nas.hw.predictors.network_features`) and the FBNet-style op table (every layer timed alone at its
 input shape, :class:`~lightning_nas.hw.op_table.OpLatencyTable`, summed, then an affine fit) — the ``host`` rows
-of the JSON are the op table's, which ``--budget.latency_ms --device host`` uses. While the host is measured, other processes of this user named in ``--pause`` are
+of the JSON are the op table's, which ``--budget.latency_ms --device host`` uses. While the host is measured,
+other processes of this user named in ``--pause`` are
 stopped (SIGSTOP/SIGCONT), so the numbers are not those of a loaded machine.
 
 Writes ``benchmarks/results/hw_predictors.json`` (contract: a list of ``{"device", "samples", "spearman",

@@ -467,7 +467,8 @@ def main() -> None:
     parser.add_argument("--quantiles", default="0.25,0.5", help="latency budgets: quantiles of the measured latency")
     parser.add_argument("--measurements", type=int, default=100, help="table measurements the predictor is fitted on")
     parser.add_argument("--margin-quantile", type=float, default=0.95,
-                        help="safety margin: this quantile of the predictor's cross-validated under-prediction (0: none)")
+                        help="safety margin: this quantile of the predictor's cross-validated under-prediction "
+                             "(0: none)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--workdir", default="runs/nb201", help="the amortised pretraining and the ZC cache")
     parser.add_argument("--pretrain", default=str(REPO / "configs" / "nb201" / "pretrain.yaml"))

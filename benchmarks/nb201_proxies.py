@@ -374,7 +374,8 @@ def main() -> None:
         try:
             run(args, jsonl)
         except KeyboardInterrupt:
-            raise SystemExit(f"interrupted: the pairs finished so far are in {jsonl}; rerun the same command to resume")
+            raise SystemExit(f"interrupted: the pairs finished so far are in {jsonl}; "
+                             "rerun the same command to resume") from None
     lines = read_jsonl(jsonl)
     if not lines:
         raise SystemExit(f"{jsonl}: no results to report")

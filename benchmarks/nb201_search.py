@@ -50,7 +50,8 @@ are one GraphNet cell; ``to_nb201()`` names the string with the fewest non-``non
 reported.
 
 ZC vectors are cached by canonical hash in ``<workdir>/nb201_search_cache.sqlite`` (the pretraining's probe;
-``--precompute W`` fills it for all 8,764 cells with W processes first), so the seeds and methods share evaluations;
+``--precompute W`` fills it for all 8,764 cells with W processes first, and the AZ-NAS cache
+``<workdir>/nb201_az_nas.jsonl`` for every cell the random draws hold), so the seeds and methods share evaluations;
 each search's **seconds** are its own generation/bookkeeping time plus the measured evaluation time of every cell it
 scored (what it would cost alone, cache or not). Finished rows are appended to ``--out`` with ``.jsonl``; a rerun
 continues from them.
@@ -152,16 +153,34 @@ class AZCache:
                 row = json.loads(line)
                 self.rows[row["hash"]] = row
 
+    def put(self, h: str, components: dict, seconds: float) -> None:
+        row = {"hash": h, "components": components, "seconds": seconds}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows[h] = row
+
     def __call__(self, cell: Cell) -> tuple[dict, float]:
         h = cell.canonical_hash()
         if h not in self.rows:
             start = time.perf_counter()
             components = az_nas_cell(cell, self.probe)
-            row = {"hash": h, "components": components, "seconds": time.perf_counter() - start}
-            with self.path.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            self.rows[h] = row
+            self.put(h, components, time.perf_counter() - start)
         return self.rows[h]["components"], self.rows[h]["seconds"]
+
+    def fill(self, cells: list[Cell], workers: int) -> None:
+        """AZ-NAS components of the ``cells`` not yet cached, with ``workers`` processes (one thread each); each
+        cell's own seconds are stored, as :func:`precompute` does for ZC vectors."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        from tqdm.auto import tqdm
+
+        todo = list({c.canonical_hash(): c for c in cells if c.canonical_hash() not in self.rows}.values())
+        if not todo:
+            return
+        with ProcessPoolExecutor(workers, initializer=_zc_worker_init) as pool:
+            jobs = pool.map(_az_of, [(c.to_json(), self.probe) for c in todo], chunksize=4)
+            for h, components, seconds in tqdm(jobs, total=len(todo), desc="AZ-NAS of drawn cells", unit="cell"):
+                self.put(h, components, seconds)
 
 
 class Search:
@@ -372,6 +391,14 @@ def _zc_of(args: tuple[str, Probe]) -> tuple[str, dict, float]:
     return cell_json, values, time.perf_counter() - start
 
 
+def _az_of(args: tuple[str, Probe]) -> tuple[str, dict, float]:
+    cell_json, probe = args
+    cell = Cell.from_json(cell_json)
+    start = time.perf_counter()
+    components = az_nas_cell(cell, probe)
+    return cell.canonical_hash(), components, time.perf_counter() - start
+
+
 def precompute(cache: ZCCache, workers: int) -> None:
     """ZC vectors of every reachable NB201 cell not yet cached, with ``workers`` processes (one thread each): the
     searches then only read. Each cell's own seconds are stored, so a search's time does not depend on this."""
@@ -510,13 +537,20 @@ def main() -> None:
     strings = nb201_arch_strings()
 
     draws: dict[tuple, tuple[Search, float]] = {}
+
+    def draw(n: int, seed: int, setting: str, method: str) -> tuple[Search, float]:
+        key = ("random" if method.startswith("random") else method, setting, n, seed)
+        if key not in draws:  # one random draw per (setting, N, seed), selected by each proxy
+            draws[key] = run_search(method, n, seed, cache, strings, chains.get(setting))
+        return draws[key]
+
+    if args.precompute:  # the AZ-NAS components of every cell the random draws hold, in parallel first
+        az.fill([cell for job in todo if job[3] == "random + AZ-NAS" for cell, _ in draw(*job)[0].scored.values()],
+                args.precompute)
     for n, seed, setting, method in todo:
         chain = chains.get(setting)
         before = cache.computed
-        key = ("random" if method.startswith("random") else method, setting, n, seed)
-        if key not in draws:  # one random draw per (setting, N, seed), selected by each proxy
-            draws[key] = run_search(method, n, seed, cache, strings, chain)
-        search, seconds = draws[key]
+        search, seconds = draw(n, seed, setting, method)
         if method == "random + AZ-NAS":  # the same draw, each cell evaluated by AZ-NAS instead of z(x)
             seconds += sum(az(c)[1] for c, _ in search.scored.values()) - search.eval_seconds
         for top_n in TOP_N:
@@ -563,7 +597,8 @@ def note(seeds: list[int], probe: Probe, cache: ZCCache, chains: dict[str, Pretr
             "the mean T-CET of their labelled (non-NB201) cells. "
             "No baseline can use labels of cells outside the space it searches, so transfer's baselines are the "
             "**none** rows (same NB201 information). Accuracies: NATS-Bench-TSS 200-epoch test accuracy (%) of the "
-            "selected cell's NB201 string. *Seconds* are the search's own time plus the measured ZC time of every cell it "
+            "selected cell's NB201 string. *Seconds* are the search's own time plus the measured ZC time of every "
+            "cell it "
             "scored, on this 2-core CPU in the session that computed the row: rows from different sessions saw "
             "different machine load (the none/amortised rows ran beside other jobs, ≈ 2–3 s per ZC vector; the "
             "transfer rows on a quiet machine, ≈ 0.35 s), so compare seconds within a setting.\n")

@@ -88,7 +88,8 @@ def main() -> None:
         ("zc: ZC vectors of the labelled cells", f"{zc['labelled']:,} α_x networks", f"{s_per_zc:.2f} s each",
          zc["labelled"] * s_per_zc, PAPER_HOURS["zc"]),
         ("gvae: G-VAE + predictor training", f"{gvae['trainer']['max_epochs']} epochs × {cells:,} graphs "
-         f"({unlabelled:,} unlabelled + {zc['labelled']:,} labelled)", f"{units['gvae']['train_graphs_per_s']:.0f} graphs/s",
+         f"({unlabelled:,} unlabelled + {zc['labelled']:,} labelled)",
+         f"{units['gvae']['train_graphs_per_s']:.0f} graphs/s",
          gvae_graphs / units["gvae"]["train_graphs_per_s"], PAPER_HOURS["gvae"]),
         ("ccnf: CCNF training", f"{ccnf['trainer']['max_epochs']} epochs × {unlabelled:,} unlabelled latents (batch "
          f"{ccnf['data']['init_args']['batch_size']})", f"{units['ccnf']['train_step_s']:.2f} s/step",
@@ -104,16 +105,19 @@ def main() -> None:
     ]
     total = sum(r[3] for r in rows)
     train_s = epochs * 50_000 / units["train"]["images_per_s"]
-    table = ("| stage | work (configs/pipeline/paper.yaml) | measured unit cost | estimate here (h) | paper, V100 (h) |\n"
+    table = ("| stage | work (configs/pipeline/paper.yaml) | measured unit cost | estimate here (h) "
+             "| paper, V100 (h) |\n"
              "|---|---|---|---|---|\n")
     table += "".join(f"| {name} | {work} | {unit} | {seconds / 3600:,.1f} | {'' if paper is None else paper} |\n"
                      for name, work, unit, seconds, paper in rows)
     table += f"| **pretraining + search, total** | | | **{total / 3600:,.1f}** | **~30** (Table 5: 31) |\n"
     table += (f"| evaluate: final training (not in the paper's 30 h) | {epochs} epochs × 50,000 CIFAR images | "
               f"{units['train']['images_per_s']:.0f} images/s | {train_s / 3600:,.1f} | |\n")
-    note = (f"\nUnit costs measured on `{args.device}` ({units.get('measured', 'see the .json')}); search unit cost from `{args.workdir}`'s "
+    note = (f"\nUnit costs measured on `{args.device}` ({units.get('measured', 'see the .json')}); "
+            f"search unit cost from `{args.workdir}`'s "
             f"G-VAE/CCNF and probe ({units['search']['probe']}; the paper's is a CIFAR-10 batch of 64, so this row "
-            "is low by up to 2×, and an ImageNet budget's cost is counted at 224 px, which the 32-px unit cost does not include); an evaluation is CCNF cells + network build + T-CET, which does not depend on how "
+            "is low by up to 2×, and an ImageNet budget's cost is counted at 224 px, which the 32-px unit cost "
+            "does not include); an evaluation is CCNF cells + network build + T-CET, which does not depend on how "
             "well those models are trained. ZC: our proxies on α_x with a 64-image CIFAR-shaped batch. Rerun with "
             "`--device cuda` on a GPU for the GPU column.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

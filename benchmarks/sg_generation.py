@@ -98,7 +98,8 @@ def main() -> None:
             f"`{probe.id}`; HL-Evo reference: the best of {len(scored)} scored architectures of the archive's search "
             f"history within the budget. Mean within budget: {statistics.mean(r['within'] for r in rows):.1%} guided, "
             f"{statistics.mean(r['within_unguided'] for r in rows):.1%} SG alone; mean T-CET ratio selected / "
-            f"HL-Evo: {statistics.mean(ratios):.2f}; mean wall time {statistics.mean(r['seconds'] for r in rows):.1f} s.\n")
+            f"HL-Evo: {statistics.mean(ratios):.2f}; "
+            f"mean wall time {statistics.mean(r['seconds'] for r in rows):.1f} s.\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("# SG generation study at our scale\n\n" + table + note)
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1))

@@ -13,7 +13,6 @@ import statistics
 import time
 
 import torch
-
 from _report import report
 
 from lightning_nas.space import Arch, Cell, build_network, count_cost, sample_cells

@@ -73,7 +73,8 @@ def main() -> None:
     print(f"reference: {record.arch_str} (C-10 {record.cifar10:.2f})", flush=True)
     study = sampling_study(generator, probe, normaliser, reference, args.samples, args.seed)
     table = sampling_table(study, "NATS-Bench ref.", f"{record.cifar10:.2f} (NB201)")
-    note = (f"\nReference r: `{record.arch_str}` (best NATS-Bench-TSS CIFAR-10 test accuracy). G-VAE `{paths['gvae']}`, "
+    note = (f"\nReference r: `{record.arch_str}` (best NATS-Bench-TSS CIFAR-10 test accuracy). "
+            f"G-VAE `{paths['gvae']}`, "
             f"CCNF `{paths['ccnf']}`, probe `{probe.id}`, {args.samples} samples per method, seed {args.seed}, τ = 1. "
             f"ZC entries measured on α_x (Eq. 1) of each sampled cell; {study['seconds']:.0f} s. The accuracy "
             "column needs the sampled networks trained (GPU).\n")

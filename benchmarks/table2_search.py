@@ -81,7 +81,8 @@ def main() -> None:
                         log=lambda row: print(json.dumps(row), flush=True), task=task)
     table = search_table(rows)
     limits = f"{args.budget_params:.3g} params" + (f", {args.budget_macs:.3g} MACs" if args.budget_macs else "")
-    note = (f"\nBudget {limits} on task {task.name if task else 'of the probe'}; {args.iterations} iterations after α₀, population "
+    note = (f"\nBudget {limits} on task {task.name if task else 'of the probe'}; "
+            f"{args.iterations} iterations after α₀, population "
             f"{args.population}, seeds {seeds}; probe `{probe.id}` (the archive's). T-CET of the best architecture "
             "by each method's own objective (Zen/ZiCo winners rescored with T-CET); mean ± std over seeds.\n")
     quality = []

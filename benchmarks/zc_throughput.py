@@ -26,9 +26,8 @@ import statistics
 import time
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-
 from _report import report
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_nas import zc
 from lightning_nas.space import Cell, count_cost
@@ -73,8 +72,9 @@ def main() -> None:
     if args.networks < 1 or args.threads < 1:
         parser.error("--networks and --threads must be positive")
     torch.set_num_threads(args.threads)
-    import alethiometer  # noqa: F401 - fail early when it is missing
     from importlib.metadata import version
+
+    import alethiometer  # noqa: F401 - fail early when it is missing
 
     probe = zc.Probe.from_source("digits", seed=0, batch_size=64)
     x, y = probe.x, probe.y

@@ -35,7 +35,8 @@ class LatentMapCallback(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        if trainer.sanity_checking or not trainer.is_global_zero or not (last or trainer.current_epoch % self.every == 0):
+        if (trainer.sanity_checking or not trainer.is_global_zero
+                or not (last or trainer.current_epoch % self.every == 0)):
             return
         data = trainer.datamodule.val_set
         n = min(len(data), self.max_points)

@@ -89,7 +89,8 @@ class GraphZCDataModule(L.LightningDataModule):
             )
         normaliser = ZCNormaliser.from_dict(self.normaliser)
         gen = torch.Generator().manual_seed(hp.seed)
-        kinds = {"labelled": [(h, c) for h, c in cells if h in zc], "unlabelled": [(h, c) for h, c in cells if h not in zc]}
+        kinds = {"labelled": [(h, c) for h, c in cells if h in zc],
+                 "unlabelled": [(h, c) for h, c in cells if h not in zc]}
         val_cells, val_zc = [], []
         for kind, items in kinds.items():
             order = torch.randperm(len(items), generator=gen).tolist()
@@ -106,7 +107,8 @@ class GraphZCDataModule(L.LightningDataModule):
                 normaliser.transform([zc[h] for h, _ in held]).tolist() if kind == "labelled" and held
                 else [[float("nan")] * len(normaliser.names)] * len(held)
             )
-        self.val_set = CellTensors([c for _, c in val_cells], [h for h, _ in val_cells], torch.tensor(val_zc).reshape(len(val_cells), -1))
+        self.val_set = CellTensors([c for _, c in val_cells], [h for h, _ in val_cells],
+                                   torch.tensor(val_zc).reshape(len(val_cells), -1))
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,

@@ -5,6 +5,11 @@ MACs, FLOPs and, when scored, T-CET) becomes one training sequence ``<bos> y <se
 architecture's *own* measured values (Eq. 10) and its task's tokens (classes, input size: the task the search
 checked it for, which its spec carries; the archive probe's shape for specs without one).
 Over-budget children are kept (their size was measured; their T-CET token is absent), failed ones are not.
+With a ``device`` (``host`` or a HW-NAS-Bench platform), every sequence also carries the architecture's latency
+(and energy, where the device has an energy model) on that device, batch 1: the point estimate of the device's
+cost table (:func:`lightning_nas.hw.cost.hardware_cost_for`, stored in ``<archive's folder>/hw/`` and shared with
+``search`` and ``generate``) of the architecture's network for its task — so a latency budget can be asked of the
+SG (``generate --budget.latency_ms … --device``).
 
 The held-out split is by HL architecture (a hash of its spec), so no HL sequence is on both sides. Training batches
 drop each of ``params``, ``macs``, ``flops``, ``tcet`` with probability ``condition_dropout`` (App. A); validation
@@ -31,7 +36,33 @@ from lightning_nas.space.arch import Arch
 from lightning_nas.space.cell import Cell
 from lightning_nas.space.hl import HLArch
 from lightning_nas.space.task import Task
+from lightning_nas.stages import RunDir
 from lightning_nas.zc.vector import Probe
+
+
+class _HistoryHardware:
+    """Predicted latency/energy (the cost table's point estimates) of history architectures on ``device``, one
+    cost table per task (fitted or loaded by :func:`~lightning_nas.hw.cost.hardware_cost_for` beside the archive)."""
+
+    def __init__(self, device: str, archive_path: Path):
+        self.device, self.workdir = device, archive_path.parent
+        self.archive = Archive(archive_path, create=False) if device == "host" else None  # host layers get timed
+        self.costs: dict[Task, object] = {}
+
+    def __call__(self, arch: Arch, task: Task) -> dict[str, float]:
+        from lightning_nas.hw.cost import hardware_cost_for
+
+        if task not in self.costs:
+            self.costs[task] = hardware_cost_for(self.device, task, self.workdir, self.archive)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = task.network(arch)
+        cost = self.costs[task](model, task.input_shape)
+        return {unit: cost[f"{unit}_estimate"] for unit in ("latency_ms", "energy_mj") if f"{unit}_estimate" in cost}
+
+    def close(self) -> None:
+        if self.archive is not None:
+            self.archive.close()
 
 
 def _held_out(hl_spec: dict, val_fraction: float) -> bool:
@@ -54,6 +85,7 @@ class HLSequenceDataModule(L.LightningDataModule):
             training sequence.
         batch_size: sequences per batch (the paper: 1 with GPT-Neo-125M).
         budget_grid_size: number of params budgets the module checks generation against at each validation.
+        device: the platform whose latency/energy tokens the sequences carry (``None``: no hardware tokens).
     """
 
     def __init__(
@@ -68,12 +100,18 @@ class HLSequenceDataModule(L.LightningDataModule):
         batch_size: int = 32,
         budget_grid_size: int = 10,
         seed: int = 0,
+        device: str | None = None,
     ):
         super().__init__()
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction: {val_fraction}; need 0 < val_fraction < 1")
         if not 0 <= condition_dropout <= 1:
             raise ValueError(f"condition_dropout: {condition_dropout}; need 0 ≤ p ≤ 1")
+        if device is not None:
+            from lightning_nas.hw.devices import DEVICES
+
+            if device not in DEVICES:
+                raise ValueError(f"device: {device!r}; choose one of {DEVICES} (or null: no latency tokens)")
         self.save_hyperparameters()
         self.tokenizer: HLTokenizer | None = None
         self.train_items: list[tuple[HLArch, dict]] = []
@@ -89,9 +127,8 @@ class HLSequenceDataModule(L.LightningDataModule):
             return
         h = self.hparams
         path = Path(h.archive)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no archive; run the zc and search stages first "
-                                    "(python -m lightning_nas search --config configs/search/tiny.yaml)")
+        if not path.is_file():  # the archive of a run without a search history is refused below
+            RunDir(path.parent).require("archive", path)
         with Archive(path, create=False) as archive:
             records = archive.archs(stage=h.stage)
             probe = Probe.from_archive(archive, h.probe)
@@ -105,17 +142,16 @@ class HLSequenceDataModule(L.LightningDataModule):
         used = 1 + max(s["cluster"] for r in records for s in r["hl_spec"]["stages"])
         num_clusters = used
         if h.clusters is not None:
-            clusters_path = Path(h.clusters)
-            if not clusters_path.is_file():
-                raise FileNotFoundError(f"{clusters_path}: no clusters.json; run the cluster stage first")
+            clusters_path = RunDir(path.parent).require("clusters", h.clusters)
             num_clusters = len(json.loads(clusters_path.read_text())["means"])
             if used > num_clusters:
                 raise ValueError(f"{path}: the history uses cluster {used - 1}, {clusters_path} has {num_clusters}: "
                                  "the history comes from another clustering")
-        self.tokenizer = HLTokenizer(num_clusters)
+        self.tokenizer = HLTokenizer(num_clusters, device=h.device)
 
         cells: dict[int, dict[str, Cell]] = {}
         tasks: dict[Task, int] = {}
+        hardware = _HistoryHardware(h.device, path) if h.device is not None else None
         for r in records:
             hl = HLArch.from_json(r["hl_spec"])
             arch = Arch.from_json(r["spec"])
@@ -124,9 +160,13 @@ class HLSequenceDataModule(L.LightningDataModule):
             m = r["metrics"]
             values = {**task_condition(task), "params": m["params"], "macs": m["macs"], "flops": m["flops"],
                       "tcet": m["score"] if m["status"] == "ok" and m.get("objective", "tcet") == "tcet" else None}
+            if hardware is not None:
+                values.update(hardware(arch, task))
             (self.val_items if _held_out(r["hl_spec"], h.val_fraction) else self.train_items).append((hl, values))
             for stage_, hl_stage in zip(arch.stages, hl.stages, strict=True):
                 cells.setdefault(hl_stage.cluster, {})[stage_.cell.canonical_hash()] = stage_.cell
+        if hardware is not None:
+            hardware.close()
         if not self.train_items or not self.val_items:
             raise ValueError(f"{path}: {len(records)} architectures give an empty train or validation split "
                              f"(val_fraction {h.val_fraction}); search longer")
@@ -143,9 +183,9 @@ class HLSequenceDataModule(L.LightningDataModule):
         sequences = []
         for hl, values in items:
             if drop and self.hparams.condition_dropout > 0:
-                keep = torch.rand(len(DROPPABLE_KEYS), generator=self._dropout) >= self.hparams.condition_dropout
-                values = {k: (v if k not in DROPPABLE_KEYS or keep[DROPPABLE_KEYS.index(k)] else None)
-                          for k, v in values.items()}
+                keys = [k for k in self.tokenizer.keys if k in DROPPABLE_KEYS]
+                keep = torch.rand(len(keys), generator=self._dropout) >= self.hparams.condition_dropout
+                values = {k: (v if k not in keys or keep[keys.index(k)] else None) for k, v in values.items()}
             sequences.append(self.tokenizer.encode(hl, values))
         width = max(map(len, sequences))
         ids = torch.full((len(sequences), width), PAD, dtype=torch.long)

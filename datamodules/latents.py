@@ -58,7 +58,8 @@ class LatentDataModule(L.LightningDataModule):
         if len(cells) < 2:
             raise ValueError(f"archive: {path} has {len(cells)} unlabelled cells; the CCNF needs the zc stage's "
                              "unlabelled cells (its unlabelled: setting)")
-        latents = torch.cat([self.gvae.encode(cells[i : i + hp.encode_batch]) for i in range(0, len(cells), hp.encode_batch)])
+        latents = torch.cat([self.gvae.encode(cells[i : i + hp.encode_batch])
+                             for i in range(0, len(cells), hp.encode_batch)])
         cond = self.gvae.predict_zc(latents)
         order = torch.randperm(len(cells), generator=torch.Generator().manual_seed(hp.seed))
         n_val = max(1, int(round(hp.val_fraction * len(cells))))

@@ -7,7 +7,6 @@ from typing import Literal, get_args
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-
 Augment = Literal["standard", "zennas", "none"]
 
 

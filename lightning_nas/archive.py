@@ -1017,7 +1017,8 @@ class Archive:
         replaces it."""
         device = measurement.device
         params = (network, device.id, int(measurement.batch), float(measurement.median_ms),
-                  float(measurement.iqr_ms), float(measurement.p10_ms), int(measurement.runs), _dumps(device.to_json(), "device"), str(task),
+                  float(measurement.iqr_ms), float(measurement.p10_ms), int(measurement.runs),
+                  _dumps(device.to_json(), "device"), str(task),
                   None if arch_spec is None else _dumps(arch_spec, "arch_spec"), time.time())
         with self._write() as cur:
             cur.execute(self._LATENCY_TABLE)
@@ -1032,7 +1033,8 @@ class Archive:
     def latencies(self, device_id: str | None = None, network: str | None = None,
                   batch: int | None = None) -> list[dict]:
         """Stored measurements (filtered by device fingerprint id, network and batch when given), oldest first,
-        as dicts with keys ``network``, ``device_id``, ``batch``, ``median_ms``, ``iqr_ms``, ``p10_ms``, ``runs``, ``device``
+        as dicts with keys ``network``, ``device_id``, ``batch``, ``median_ms``, ``iqr_ms``, ``p10_ms``, ``runs``,
+        ``device``
         (the fingerprint), ``task``, ``spec`` (the architecture) and ``created``."""
         if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'latency'"):
             return []
@@ -1041,7 +1043,8 @@ class Archive:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        sql = ("SELECT network, device_id, batch, median_ms, iqr_ms, p10_ms, runs, device, task, spec, created FROM latency"
+        sql = ("SELECT network, device_id, batch, median_ms, iqr_ms, p10_ms, runs, device, task, spec, created "
+               "FROM latency"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created, rowid")
         keys = ("network", "device_id", "batch", "median_ms", "iqr_ms", "p10_ms", "runs", "device", "task", "spec",
                 "created")

@@ -1,12 +1,9 @@
 """``python -m lightning_nas <command>``: LightningCLI for every LightningModule, plus the pipeline stages.
 
-Commands now: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
-``class_path`` in the config), ``evaluate`` (fit, then test the best checkpoint, print the test metrics and
-write them to ``<trainer.default_root_dir>/metrics.json``), ``zc`` (the ZC stage, :mod:`lightning_nas.zc.stage`) and
-``cluster`` (GMM clustering, :mod:`lightning_nas.cluster`), ``search`` (HL-Evo, :mod:`lightning_nas.search.stage`)
-and ``generate`` (SG + CCNF + T-CET selection, :mod:`lightning_nas.generate`), ``export``, ``pipeline`` (the whole
-chain, :mod:`lightning_nas.pipeline`) and ``report`` (:mod:`lightning_nas.report`). Heavy imports happen only once a
-command is chosen.
+Commands: ``fit``, ``validate``, ``test``, ``predict`` (Lightning's own, for any module/datamodule given by
+``class_path`` in the config) and every command of the one table :data:`lightning_nas.stages.COMMANDS` (``evaluate``,
+``zc``, ``cluster``, ``search``, ``generate``, ``export``, ``pipeline``, ``report``), which also gives ``--help``.
+Heavy imports happen only once a command is chosen.
 
 **Errors.** Run as a program (``python -m lightning_nas``, the ``lightning-nas`` script: :func:`main` without
 arguments), a *usage error* — a bad setting, a missing or mismatched input file — prints one ``error: <message>``
@@ -22,12 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-PROG = "python -m lightning_nas"
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-STAGE_MODULES = {"evaluate": ".lightning_cli", "zc": ".zc.stage", "cluster": ".cluster", "search": ".search.stage",
-                 "generate": ".generate", "export": ".export", "pipeline": ".pipeline",
-                 "report": ".report"}
-STAGE_COMMANDS = tuple(STAGE_MODULES)
+from .stages import BY_NAME, CLI_COMMANDS, LIGHTNING_COMMANDS, PROG, help_text
+
 DEBUG_ENV = "LIGHTNING_NAS_DEBUG"
 USAGE_ERRORS = (ValueError, FileNotFoundError)
 _PROJECT_DIRS = tuple(os.path.realpath(Path(__file__).parents[1] / name) + os.sep
@@ -97,21 +90,7 @@ def run_stage(argv: list[str], config_cls, run, command: str, doc: str | None = 
     return metrics
 
 
-HELP = (
-    f"usage: {PROG} {{" + ",".join(LIGHTNING_COMMANDS + STAGE_COMMANDS) + "} --config FILE [...]\n"
-    "  fit/validate/test/predict  Lightning's commands for any module in lightning_nas.models\n"
-    "  evaluate                   fit, then test the best checkpoint; writes metrics.json\n"
-    "  zc                         sample cells into the archive and compute their ZC vectors\n"
-    "  cluster                    GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau\n"
-    "  search                     HL-Evo (T-CET) under params/MACs/FLOPs/latency budgets; history in the archive\n"
-    "  generate                   SG → HL architectures → CCNF cells → T-CET: the best arch.json in budget\n"
-    "  export                     a trained model as ONNX / TorchScript / torch.export (.pt2) for plain torch\n"
-    "  pipeline                   zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable\n"
-    "  report <workdir>           REPORT.md of a run: stage results, Tables 1 and 2 at the run's scale, figures\n"
-    f"{PROG} <command> --help describes a command. A bad setting or input file prints one 'error:' line and\n"
-    f"exits with code 2 ({DEBUG_ENV}=1 shows the traceback).\n"
-    f"Example: {PROG} evaluate --config configs/evaluate/digits.yaml"
-)
+HELP = help_text(DEBUG_ENV)
 
 
 def _dispatch(argv: list[str]) -> None:
@@ -123,10 +102,10 @@ def _dispatch(argv: list[str]) -> None:
         from .lightning_cli import NASCLI
 
         NASCLI(args=[command, *rest])
-    elif command in STAGE_COMMANDS:  # each stage module has main(argv), imported only when chosen
-        importlib.import_module(STAGE_MODULES[command], __package__).main(rest)
+    elif command in CLI_COMMANDS:  # each command's module has main(argv), imported only when chosen
+        importlib.import_module(BY_NAME[command].module, __package__).main(rest)
     else:
-        raise ValueError(f"unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + STAGE_COMMANDS)}"
+        raise ValueError(f"unknown command {command!r}; choose from {', '.join(LIGHTNING_COMMANDS + CLI_COMMANDS)}"
                          f" ({PROG} --help)")
 
 

@@ -40,6 +40,7 @@ import torch
 
 from . import __version__
 from .archive import Archive
+from .stages import RunDir
 from .zc.vector import ZCNormaliser
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -520,7 +521,8 @@ def measured_or_predicted(measured: np.ndarray, predicted: np.ndarray) -> np.nda
     return np.where(np.isfinite(measured).all(1, keepdims=True), measured, predicted)
 
 
-def plot_latent_map(path: str | os.PathLike, latents: np.ndarray, labels: np.ndarray, title: str, seed: int = 0) -> None:
+def plot_latent_map(path: str | os.PathLike, latents: np.ndarray, labels: np.ndarray, title: str,
+                    seed: int = 0) -> None:
     """The paper's Fig. 2: a t-SNE map of G-VAE latents ``latents`` (n × d) coloured by cluster ``labels``, as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -598,9 +600,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
     from sklearn import __version__ as sklearn_version
 
     workdir = Path(config.workdir)
-    path = workdir / "archive.sqlite"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no archive; " + _ZC_HINT.format(workdir=workdir))
+    path = RunDir(workdir).require("archive")
     stage_dir = workdir / "cluster"
     with Archive(path, create=False) as archive:
         probe_id = archive.resolve_probe(config.probe)

@@ -77,7 +77,8 @@ def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print) -> 
 
 def init_grad_norm(arch: Arch, task: Task, seed: int = 0, batch: int = 16) -> float:
     """‖∇θ L‖ of the task's network at initialisation: cross-entropy of a seeded Gaussian batch of the task's input
-    shape against seeded labels (dense tasks: the mean square of the outputs), train mode. A diagnostic of how well-conditioned a network starts: SNIP-based
+    shape against seeded labels (dense tasks: the mean square of the outputs), train mode. A diagnostic of how
+    well-conditioned a network starts: SNIP-based
     proxies such as T-CET grow with gradient magnitude, so a search that maximises them can favour networks whose
     gradients explode (the demo's found network starts two orders of magnitude above the hand-picked one)."""
     import torch
@@ -132,7 +133,7 @@ def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: l
         rows.append({"name": name, "params": evaluation.params, "macs": evaluation.macs, "tcet": tcet,
                      "within_budget": evaluation.status != "over_budget",
                      "grad_norm_at_init": init_grad_norm(arch, evaluator.task, seeds[0]),
-                     "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics,
+                     "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics, "spec": arch.to_json(),
                      "seconds": round(time.perf_counter() - start, 1)})
         log(f"[compare] {name}: test {statistics.mean(metrics):.4f} over seeds {seeds}")
     return rows

@@ -1,4 +1,5 @@
-"""Stage ``generate``: a budget in, the best generated architecture out (paper §3.3, Eq. 12 and "final model selection").
+"""Stage ``generate``: a budget in, the best generated architecture out (paper §3.3, Eq. 12, "final model
+selection").
 
     python -m lightning_nas generate --config configs/generate/tiny.yaml --budget.params 1M [--budget.macs 100M]
                                      [--task cifar100] [--candidates 100] [--seed 0]
@@ -9,10 +10,13 @@ trained; every budget is checked on it and ``arch.json`` carries it.
 1. the SG decodes ``sequences`` HL architectures for the condition y = (task, budget) — beam search, deterministic,
    grammar-constrained (at most the task's stride-2 stages: none for a dense task); the task tokens are left out
    with a warning if the SG never saw a task like it (``unseen_task``); each budget limit is put in the highest size
-   bin lying under it; with ``budget_guide`` a
-   params budget also masks, token by token, the choices after which the architecture could no longer fit it with
-   the ``guide_quantile`` cell by size of each cluster (:class:`~lightning_nas.models.sg.BudgetGuide`, 32 CCNF
-   cells per cluster drawn to know the clusters' sizes);
+   bin lying under it — a latency/energy limit too when the SG's hardware tokens are for the budget's device
+   (``data.device`` of the SG, :class:`datamodules.HLSequenceDataModule`; otherwise it is left out with a warning);
+   with ``budget_guide`` a params budget — or the params limit a latency/energy budget implies, the largest
+   architecture of the search history predicted within it (:func:`hardware_params_limit`) — also masks, token by
+   token, the choices after which the architecture could no longer fit it with the ``guide_quantile`` cell by size
+   of each cluster (:class:`~lightning_nas.models.sg.BudgetGuide`, 32 CCNF cells per cluster drawn to know the
+   clusters' sizes);
 2. ``candidates`` full architectures: candidate i takes HL architecture i mod ``sequences`` and draws every stage's
    cell from its cluster with the CCNF (at the cluster mean, temperature τ; Eq. 9);
 3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with T-CET
@@ -32,9 +36,12 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from .archive import Archive
 from .hw.cost import hardware_cost_for
@@ -44,6 +51,7 @@ from .select import SelectConfig, best_index, train_candidates
 from .space.arch import Arch
 from .space.hl import HLArch
 from .space.task import Task
+from .stages import RunDir
 from .tracking import log_stage
 from .zc.vector import Probe
 
@@ -168,9 +176,11 @@ class Generation:
 
 def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: int = 100, sequences: int = 4,
                            temperature: float = 0.4, seed: int = 0, guide_quantile: float | None = 0.9,
-                           progress: bool = True, unseen_task: str = "drop") -> Generation:
+                           progress: bool = True, unseen_task: str = "drop",
+                           hardware_params: float | None = None) -> Generation:
     """Steps 1–3 of the module docstring with loaded models; ``evaluator`` holds the budget and the task;
-    ``guide_quantile=None`` decodes without the budget guide."""
+    ``guide_quantile=None`` decodes without the budget guide; ``hardware_params``: the params limit a latency/energy
+    budget implies for the guide (:func:`hardware_params_limit`)."""
     from tqdm.auto import tqdm
 
     from .models.sg import BudgetGuide
@@ -181,15 +191,23 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
                          f"{len(generator.clusters['means'])}: train the SG on this run's search history")
     budget, task = evaluator.budget, evaluator.task
     start = time.perf_counter()
-    prompt = sg.tokenizer.prompt(sg.task_condition(task, unseen_task),
-                                 {"params": budget.max_params, "macs": budget.max_macs, "flops": budget.max_flops})
+    limits = {"params": budget.max_params, "macs": budget.max_macs, "flops": budget.max_flops}
+    if budget.hardware and sg.tokenizer.device == budget.device:
+        limits.update({"latency_ms": budget.max_latency_ms, "energy_mj": budget.max_energy_mj})
+    elif budget.hardware:
+        warnings.warn(f"the SG's hardware tokens are for {sg.tokenizer.device!r}, the budget is on {budget.device!r}: "
+                      "decoding without a latency/energy condition (train the SG with data.device "
+                      f"{budget.device!r} to have one); the budget is still checked on every candidate", stacklevel=2)
+    prompt = sg.tokenizer.prompt(sg.task_condition(task, unseen_task), limits)
     guide = None
-    if guide_quantile is not None and budget.max_params is not None:
+    params_limits = [v for v in (budget.max_params, hardware_params) if v is not None]
+    if guide_quantile is not None and params_limits:
         pools = {k: generator.sample(32, cluster=k, temperature=temperature, seed=seed * 1009 + 500 + k).cells
                  for k in range(sg.tokenizer.num_clusters)}
         estimate = HLParamsEstimate.for_task(pools, guide_quantile, task)
-        guide = BudgetGuide(sg.tokenizer, estimate, budget.max_params)
-    hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide], task.max_downsamplings)[0]))  # beams may coincide
+        guide = BudgetGuide(sg.tokenizer, estimate, min(params_limits))
+    # beams may coincide
+    hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide], task.max_downsamplings)[0]))
     sg_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -218,6 +236,34 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
     return Generation(hl_archs, scored, best, seconds)
 
 
+def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample: int = 256) -> float | None:
+    """The params limit a latency/energy budget implies for budget-guided decoding: the largest params count among
+    the search history's architectures (``records``: ``Archive.archs``; at most ``sample`` of them, seeded) whose
+    network for the evaluator's task is predicted (with the table's safety margin) within the budget's hardware
+    limits. ``None`` when none is: the guide then has only the params budget, and the check on every candidate
+    decides. A heuristic — latency follows MACs and layer shapes more than params — that keeps the guide from
+    steering towards sizes no architecture known to fit had."""
+    import random
+
+    budget, task = evaluator.budget, evaluator.task
+    records = [r for r in records if r.get("spec")]
+    records = random.Random(0).sample(records, min(sample, len(records)))
+    best = None
+    for r in records:
+        arch = Arch.from_json(r["spec"])
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = task.network(arch)
+            cost = evaluator.cost(model)
+        except (RuntimeError, ValueError):  # made for another task and not buildable for this one
+            continue
+        if all(cost[u] <= getattr(budget, f"max_{u}") for u in ("latency_ms", "energy_mj")
+               if getattr(budget, f"max_{u}") is not None):
+            best = max(best or 0, cost["params"])
+    return best
+
+
 def run_generate(config: GenerateConfig) -> dict:
     """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics."""
     from .generator import CellGenerator
@@ -226,10 +272,9 @@ def run_generate(config: GenerateConfig) -> dict:
 
     start = time.perf_counter()
     workdir = Path(config.workdir)
-    path = workdir / "archive.sqlite"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no archive; run the zc stage first (python -m lightning_nas zc ...)")
-    sg = SGModule.from_checkpoint(config.sg or workdir / "sg" / "checkpoints" / "last.ckpt")
+    run = RunDir(workdir)
+    path = run.require("archive")
+    sg = SGModule.from_checkpoint(config.sg or run.require("sg"))
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
     b = config.budget
     budget = Budget("request", b.params, b.macs, b.flops, b.latency_ms, b.energy_mj, config.device)
@@ -238,10 +283,12 @@ def run_generate(config: GenerateConfig) -> dict:
         task = Task.from_json(config.task) if config.task else Task.from_probe(probe)
         hardware = hardware_cost_for(config.device, task, workdir, archive) if budget.hardware else None
         evaluator = ArchEvaluator(probe, budget, "tcet", task, hardware)
+        implied = hardware_params_limit(archive.archs(stage="search"), evaluator) \
+            if budget.hardware and config.budget_guide else None
         result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
                                         config.temperature, config.seed,
                                         config.guide_quantile if config.budget_guide else None,
-                                        unseen_task=config.unseen_task)
+                                        unseen_task=config.unseen_task, hardware_params=implied)
 
     out = Path(config.out) if config.out else workdir / "generate"
     out.mkdir(parents=True, exist_ok=True)
@@ -285,11 +332,14 @@ def run_generate(config: GenerateConfig) -> dict:
                     "arch": str(out / "arch.json")})
     if budget.hardware:
         metrics.update({"device": config.device, "latency_ms_predicted": best.latency_ms,  # with the safety margin
-                        "energy_mj_predicted": best.energy_mj, "margin": hardware.margin})
+                        "energy_mj_predicted": best.energy_mj, "margin": hardware.margin,
+                        "hardware_tokens": sg.tokenizer.device == config.device,
+                        "guide_params_from_hardware": implied})
         if config.device == "host":  # the final pick measured on this machine (stored in the archive)
             with Archive(path) as archive:
                 measured = measure_arch(arch, task, archive=archive)
-            metrics.update({"latency_ms_measured": round(measured.ms, 4), "latency_median_ms": round(measured.median_ms, 4),
+            metrics.update({"latency_ms_measured": round(measured.ms, 4),
+                            "latency_median_ms": round(measured.median_ms, 4),
                             "latency_iqr_ms": round(measured.iqr_ms, 4),
                             "within_latency_measured": b.latency_ms is None or measured.ms <= b.latency_ms,
                             "host": measured.device.to_json()})

@@ -23,6 +23,7 @@ from .models.ccnf import CCNFModule
 from .models.gvae import GVAEModule
 from .space.cell import Cell
 from .space.ops import resolve_op_set
+from .stages import RunDir
 
 METHODS = ("ccnf", "neighbourhood", "prior", "uniform")
 DEFAULT_TEMPERATURE = {"cluster": 0.4, "reference": 1.0, "condition": 1.0, "none": 1.0}
@@ -99,9 +100,9 @@ class CellGenerator:
     def artifact_paths(workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> dict[str, Path]:
         """Where the earlier stages leave their artifacts in ``workdir`` (explicit paths win)."""
         w = Path(workdir)
-        return {"gvae": Path(gvae or w / "gvae" / "checkpoints" / "last.ckpt"),
-                "ccnf": Path(ccnf or w / "ccnf" / "checkpoints" / "last.ckpt"),
-                "clusters": Path(clusters or w / "cluster" / "clusters.json")}
+        return {"gvae": Path(gvae or RunDir(w).checkpoint("gvae")),
+                "ccnf": Path(ccnf or RunDir(w).checkpoint("ccnf")),
+                "clusters": Path(clusters or RunDir(w).clusters)}
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> CellGenerator:

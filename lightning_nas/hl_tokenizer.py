@@ -4,7 +4,9 @@ A sequence is ``<bos> [condition tokens] <sep> (cluster channels stride repeats)
 
 - **condition tokens** y, in the fixed order of :data:`CONDITION_KEYS`, any of them may be absent: task tokens
   (``classes``, ``input_size``: :func:`task_condition` of the architecture's task) and the architecture's measured
-  ``params``, ``macs``, ``flops`` and ``tcet``, each binned on a log10 grid (:class:`LogBins`; ``per_decade`` bins
+  ``params``, ``macs``, ``flops`` and ``tcet`` — and, for a tokenizer with a ``device``, its ``latency_ms`` and
+  ``energy_mj`` on that device (batch 1, :mod:`lightning_nas.hw`; energy only where the device has an energy
+  model) — each binned on a log10 grid (:class:`LogBins`; ``per_decade`` bins
   per factor of ten, values outside the range clamp to the end bins). In training each is removed at random
   (App. A: "randomly drop condition tokens from [param, flops, zc]"; we drop the task tokens too, so that a prompt
   for a task the SG never saw can leave them out — see ``SGModule.task_condition``);
@@ -21,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from .space.arch import MAX_CELLS
 from .space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 
-CONDITION_KEYS = ("classes", "input_size", "params", "macs", "flops", "tcet")
+CONDITION_KEYS = ("classes", "input_size", "params", "macs", "flops", "tcet", "latency_ms", "energy_mj")
+HARDWARE_KEYS = ("latency_ms", "energy_mj")  # only in a tokenizer with a device
 DROPPABLE_KEYS = CONDITION_KEYS
 TASK_KEYS = ("classes", "input_size")
 SPECIALS = ("<pad>", "<bos>", "<sep>", "<eos>")
@@ -80,22 +83,35 @@ DEFAULT_BINS = {
     "macs": LogBins(3, 13, 8),
     "flops": LogBins(3, 13, 8),
     "tcet": LogBins(0, 12, 8),
+    "latency_ms": LogBins(-2, 4, 8),  # 10 µs .. 10 s
+    "energy_mj": LogBins(-2, 5, 8),
 }
+
+
+def default_bins(device: str | None = None) -> dict[str, LogBins]:
+    """:data:`DEFAULT_BINS` of the keys a tokenizer has: the hardware keys only with a ``device``."""
+    return {k: b for k, b in DEFAULT_BINS.items() if device is not None or k not in HARDWARE_KEYS}
 
 
 @dataclass(frozen=True)
 class HLTokenizer:
-    """Vocabulary for HL architectures of ``num_clusters`` cell families (see the module docstring)."""
+    """Vocabulary for HL architectures of ``num_clusters`` cell families (see the module docstring); ``device``: the
+    platform whose latency/energy the ``latency_ms``/``energy_mj`` tokens mean (``None``: no hardware tokens; a
+    tokenizer saved before they existed loads as one)."""
 
     num_clusters: int
-    bins: Mapping[str, LogBins] = field(default_factory=lambda: dict(DEFAULT_BINS))
+    bins: Mapping[str, LogBins] | None = None  # default: default_bins(device)
     max_cells: int = MAX_CELLS
+    device: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.num_clusters, int) or self.num_clusters < 1:
             raise ValueError(f"num_clusters: {self.num_clusters!r}; need a positive integer")
-        if set(self.bins) != set(CONDITION_KEYS):
-            raise ValueError(f"bins: need exactly the condition keys {CONDITION_KEYS}, got {sorted(self.bins)}")
+        if self.bins is None:
+            object.__setattr__(self, "bins", default_bins(self.device))
+        if set(self.bins) != set(default_bins(self.device)):
+            raise ValueError(f"bins: need exactly the condition keys {sorted(default_bins(self.device))} (device "
+                             f"{self.device!r}), got {sorted(self.bins)}")
         if not 1 <= self.max_cells <= MAX_CELLS:
             raise ValueError(f"max_cells: {self.max_cells}; 1..{MAX_CELLS}")
 
@@ -103,7 +119,7 @@ class HLTokenizer:
     @cached_property
     def vocab(self) -> tuple[str, ...]:
         tokens = list(SPECIALS)
-        for key in CONDITION_KEYS:
+        for key in self.keys:
             tokens += [f"{key}:{i}" for i in range(self.bins[key].size)]
         tokens += [f"cluster:{k}" for k in range(self.num_clusters)]
         tokens += [f"channels:{c}" for c in CHANNELS]
@@ -111,6 +127,11 @@ class HLTokenizer:
         tokens += [f"repeats:{r}" for r in range(1, self.max_cells + 1)]
         tokens += ["head:none"] + [f"head:{c}" for c in CHANNELS]
         return tuple(tokens)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The condition keys this tokenizer has, in :data:`CONDITION_KEYS` order."""
+        return tuple(k for k in CONDITION_KEYS if k in self.bins)
 
     @cached_property
     def ids(self) -> dict[str, int]:
@@ -134,14 +155,15 @@ class HLTokenizer:
         Keys given as ``None`` are left out."""
         values = {k: v for k, v in (values or {}).items() if v is not None}
         limits = {k: v for k, v in (limits or {}).items() if v is not None}
-        unknown = (set(values) | set(limits)) - set(CONDITION_KEYS)
+        unknown = (set(values) | set(limits)) - set(self.keys)
         if unknown:
-            raise ValueError(f"conditions: unknown key(s) {sorted(unknown)}; known: {CONDITION_KEYS}")
+            hint = "; hardware keys need a tokenizer with a device" if unknown & set(HARDWARE_KEYS) else ""
+            raise ValueError(f"conditions: unknown key(s) {sorted(unknown)}; known: {self.keys}{hint}")
         both = set(values) & set(limits)
         if both:
             raise ValueError(f"conditions: {sorted(both)} given both as a value and as a limit")
         ids = [BOS]
-        for key in CONDITION_KEYS:
+        for key in self.keys:
             if key in values:
                 ids.append(self.ids[f"{key}:{self.bins[key].index(float(values[key]))}"])
             elif key in limits:
@@ -233,12 +255,13 @@ class HLTokenizer:
 
     # ---- persistence -----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"num_clusters": self.num_clusters, "max_cells": self.max_cells,
+        return {"num_clusters": self.num_clusters, "max_cells": self.max_cells, "device": self.device,
                 "bins": {k: [b.low, b.high, b.per_decade] for k, b in self.bins.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> HLTokenizer:
         try:
-            return cls(int(d["num_clusters"]), {k: LogBins(*v) for k, v in d["bins"].items()}, int(d["max_cells"]))
+            return cls(int(d["num_clusters"]), {k: LogBins(*v) for k, v in d["bins"].items()}, int(d["max_cells"]),
+                       d.get("device"))
         except (KeyError, TypeError) as err:
             raise ValueError(f"tokenizer record: {err!r}; expected num_clusters, max_cells and bins") from None

@@ -7,10 +7,8 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 from lightning.pytorch.cli import LightningCLI
-
 
 PROG = "python -m lightning_nas"
 
@@ -57,7 +55,7 @@ class EvaluateCLI(NASCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume the fit from this checkpoint; 'last': the run's last.ckpt (a killed run "
                                  "continues where it stopped)")
 

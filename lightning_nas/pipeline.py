@@ -4,8 +4,9 @@ evaluate — each stage reading the previous stages' artifacts.
     python -m lightning_nas pipeline --config configs/pipeline/tiny.yaml [--workdir runs/demo] [--until sg]
 
 Every stage is one of the shipped stage configs (``configs/zc/tiny.yaml``, ``configs/gvae.yaml``, …) with the path
-prefix ``rewrite`` (``runs/tiny``) replaced by ``workdir`` and the pipeline's ``set`` overrides applied (dotted keys,
-e.g. ``trainer.max_epochs: 4``; ``{workdir}`` in a value is the run directory). The resolved settings are written to
+prefix ``rewrite`` (``runs/tiny``) replaced by ``workdir`` and the pipeline's ``set`` overrides applied with OmegaConf
+(dotted keys, e.g. ``trainer.max_epochs: 4``; ``${workdir}`` in a value is the run directory). The resolved settings
+are written to
 ``<workdir>/pipeline/<stage>.yaml`` — that file is what the stage runs, and its digest, chained with the previous
 stages' digests, is the stage's fingerprint.
 
@@ -37,17 +38,11 @@ from typing import Any
 
 import yaml
 
-# name → (kind, artifact that proves the stage finished, relative to the workdir)
-STAGES: dict[str, tuple[str, str]] = {
-    "zc": ("stage", "zc/metrics.json"),
-    "gvae": ("lightning", "gvae/checkpoints/last.ckpt"),
-    "cluster": ("stage", "cluster/clusters.json"),
-    "ccnf": ("lightning", "ccnf/checkpoints/last.ckpt"),
-    "search": ("stage", "search/metrics.json"),
-    "sg": ("lightning", "sg/checkpoints/last.ckpt"),
-    "generate": ("stage", "generate/arch.json"),
-    "evaluate": ("evaluate", "evaluate/metrics.json"),
-}
+from .stages import CHAIN, RunDir
+
+STAGES: dict[str, tuple[str, str]] = {c.name: (c.kind, c.artifact) for c in CHAIN}
+"""name → (kind, artifact that proves the stage finished, relative to the workdir), in chain order: a view of
+:data:`lightning_nas.stages.COMMANDS`."""
 
 
 UNTRACKED = ("wandb",)  # settings that change what is logged, not what a stage computes: not in the fingerprint
@@ -61,7 +56,8 @@ class PipelineConfig:
         workdir: the run directory every stage writes into.
         rewrite: the path prefix of the stage configs replaced by ``workdir``.
         stages: per stage (all eight, or those up to ``until``), ``{config: <YAML of the stage, or a list of YAMLs
-            merged in order (e.g. a task and a training recipe)>, set: {dotted.key: value}}``.
+            merged in order (e.g. a task and a training recipe)>, set: {dotted.key: value}}`` (``${workdir}`` in a
+            value: the run directory).
         until: stop after this stage (default: run all).
         wandb: log the summary run to W&B (the stages log through their own configs).
     """
@@ -93,12 +89,28 @@ def _config_paths(spec: dict) -> list[str]:
     return [spec["config"]] if isinstance(spec["config"], str) else list(spec["config"])
 
 
-def _merge(base: dict, update: dict) -> dict:
-    """``update`` deep-merged onto ``base`` (mappings merge key by key; anything else is replaced)."""
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
+    """The settings a stage runs with (OmegaConf): its YAML files merged in order, re-rooted at ``workdir`` (every
+    path value starting with ``rewrite``), then the ``set`` overrides applied as dotted keys (``a.b.c``; a list item
+    by its index, ``trainer.callbacks.0.init_args.dirpath``), with ``${workdir}`` interpolated."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    # yaml.safe_load keeps YAML's own types (OmegaConf's loader would read 1e-3 as a float where YAML reads a
+    # string), so a stage sees exactly what it would read from the file itself
+    config = OmegaConf.merge(*(OmegaConf.create(yaml.safe_load(Path(p).read_text()) or {})
+                               for p in _config_paths(spec)))
+    root = OmegaConf.create({"workdir": workdir, "stage": _rewrite(OmegaConf.to_container(config), rewrite, workdir)})
+    try:
+        for key, value in (spec.get("set") or {}).items():
+            OmegaConf.update(root, f"stage.{key}", value, merge=False)  # a mapping value replaces
+        resolved = OmegaConf.to_container(root, resolve=True)["stage"]
+    except (OmegaConfBaseException, TypeError, IndexError) as err:  # e.g. a list entered by a name, not an index
+        raise ValueError(f"stages.{name}.set: {err}".splitlines()[0] + " (a list item is set by its index: "
+                         "trainer.callbacks.0.init_args.dirpath)") from None
+    if STAGES[name][0] == "stage":
+        resolved["workdir"] = workdir
+    return resolved
 
 
 def _rewrite(value: Any, old: str, new: str) -> Any:
@@ -110,45 +122,6 @@ def _rewrite(value: Any, old: str, new: str) -> Any:
     if isinstance(value, dict):
         return {k: _rewrite(v, old, new) for k, v in value.items()}
     return value
-
-
-def _set(config: dict, dotted: str, value: Any) -> None:
-    """``config[a][b][c] = value`` for ``a.b.c``; a list on the way (Lightning callbacks) gets the key in every item
-    that already has it."""
-    head, _, rest = dotted.partition(".")
-    if not rest:
-        config[head] = value
-        return
-    node = config.setdefault(head, {})
-    if isinstance(node, list):
-        hits = [item for item in node if isinstance(item, dict) and _has(item, rest)]
-        if not hits:
-            raise ValueError(f"set: {dotted}: no item of the list {head!r} has {rest!r}")
-        for item in hits:
-            _set(item, rest, value)
-    else:
-        _set(node, rest, value)
-
-
-def _has(config: dict, dotted: str) -> bool:
-    head, _, rest = dotted.partition(".")
-    if head not in config:
-        return False
-    return not rest or (isinstance(config[head], dict) and _has(config[head], rest))
-
-
-def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
-    """The settings a stage runs with: its YAML re-rooted at ``workdir``, then the ``set`` overrides."""
-    config = {}
-    for path in _config_paths(spec):
-        config = _merge(config, yaml.safe_load(Path(path).read_text()) or {})
-    config = _rewrite(config, rewrite, workdir)
-    for key, value in (spec.get("set") or {}).items():
-        value = json.loads(json.dumps(value).replace("{workdir}", workdir))
-        _set(config, key, value)
-    if STAGES[name][0] == "stage":
-        config["workdir"] = workdir
-    return config
 
 
 def _digest(text: str) -> str:
@@ -179,7 +152,8 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
     """Run (or resume) the chain; returns ``{"stages": {stage: {"status": "ran" | "skipped", "seconds", "reason"}},
     "architecture": <generate's metrics>, "evaluation": <evaluate's metrics>}`` (also ``pipeline/summary.json``)."""
     workdir = Path(config.workdir)
-    meta = workdir / "pipeline"
+    run = RunDir(workdir)
+    meta = run.pipeline
     meta.mkdir(parents=True, exist_ok=True)
     state_path = meta / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -199,7 +173,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
                                                         sort_keys=True))
         upstream = fingerprint
         record = state.get(name, {})
-        artifact = workdir / STAGES[name][1]
+        artifact = run.artifact(name)
         if not record:
             reason = "never run"
         elif dirty:
@@ -219,7 +193,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
         dirty = True
         resume = record.get("fingerprint") == fingerprint and not record.get("finished")
         if record and record.get("fingerprint") != fingerprint:  # keep an earlier config's outputs, out of the way
-            folder = workdir / name
+            folder = run.stage(name)
             if folder.exists():
                 target = meta / "previous" / f"{name}-{record.get('fingerprint', 'unknown')}"
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +202,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
         settings_path = meta / f"{name}.yaml"
         settings_path.write_text(text)
         can_resume = resume and STAGES[name][0] in ("lightning", "evaluate") and \
-            (workdir / name / "checkpoints" / "last.ckpt").is_file()
+            run.checkpoint(name).is_file()
         log(f"[pipeline] {name}: running ({reason}){' — resuming from last.ckpt' if can_resume else ''}")
         state[name] = {"fingerprint": fingerprint, "finished": False, "started": time.time()}
         save()
@@ -244,7 +218,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
         if config.until == name:
             break
     result = {"stages": summary}
-    generated, evaluated = workdir / "generate" / "metrics.json", workdir / "evaluate" / "metrics.json"
+    generated, evaluated = run.metrics("generate"), run.metrics("evaluate")
     if "generate" in summary and generated.is_file():
         g = json.loads(generated.read_text())
         result["architecture"] = {k: g.get(k) for k in ("arch", "params", "macs", "flops", "tcet", "zc_evaluations")}
@@ -273,7 +247,7 @@ def _log_summary(workdir: Path, result: dict) -> None:
     for key, value in {**result.get("architecture", {}), **result.get("evaluation", {})}.items():
         if isinstance(value, int | float):
             numbers[f"final/{key}"] = value
-    picture = workdir / "generate" / "arch.png"
+    picture = RunDir(workdir).stage("generate") / "arch.png"
     run.log({"stages": table, **numbers,
              **({"final/architecture": wandb.Image(str(picture))} if picture.is_file() else {})})
     run.summary.update(numbers)

@@ -1,6 +1,6 @@
 """Command ``report``: ``REPORT.md`` for one run directory — what each stage measured, the run's versions of the
 paper's Table 1 (sampling study) and Table 2 (search comparison), the latent map, BIC curve, Pareto fronts and the
-final architecture's picture.
+final architecture's picture, and the accuracy–latency picture on this machine.
 
     python -m lightning_nas report runs/demo [--table1_samples 10] [--table2_seeds [0]] [--table2_iterations 40]
                                              [--compare_seeds [0,1,2]] [--compare_epochs 5]
@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from .pipeline import STAGES
+from .stages import RunDir
 
 TABLE2_METHODS = ["HL-Evo(T-CET)+CCNF", "Evo(T-CET)", "Random(T-CET)"]
 
@@ -49,6 +50,8 @@ class ReportConfig:
         compare_epochs: their training epochs (default: the run's evaluate config's; the same for all four).
         hand_picked: the hand-picked architecture to compare with.
         latent_points: cells on the latent map.
+        latency: the "accuracy and latency on this machine" section (host measurements, a few minutes the first
+            time; stored in the archive and reused).
         refresh: recompute the cached studies.
         seed: seed of the studies and the map.
     """
@@ -64,6 +67,7 @@ class ReportConfig:
     compare_epochs: int | None = None
     hand_picked: str = "configs/archs/digits.json"
     latent_points: int = 800
+    latency: bool = True
     refresh: bool = False
     seed: int = 0
 
@@ -112,7 +116,8 @@ def _versions() -> str:
                                 cwd=Path(__file__).parent).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    return (f"lightning-nas {__version__} (commit {commit}), torch {torch.__version__}, lightning {lightning.__version__}, "
+    return (f"lightning-nas {__version__} (commit {commit}), torch {torch.__version__}, "
+            f"lightning {lightning.__version__}, "
             f"Python {platform.python_version()}, {platform.machine()}")
 
 
@@ -150,7 +155,7 @@ class _Report:
 
 
 def _stages_section(report: _Report, w: Path) -> None:
-    state = _json(w / "pipeline" / "state.json") or {}
+    state = _json(RunDir(w).pipeline / "state.json") or {}
     lines = ["| stage | status | seconds | artifact |", "|---|---|---|---|"]
     total = 0.0
     for name, (_, artifact) in STAGES.items():
@@ -166,7 +171,7 @@ def _stages_section(report: _Report, w: Path) -> None:
 
 
 def _final_section(report: _Report, w: Path) -> None:
-    generated, evaluated = _json(w / "generate" / "metrics.json"), _json(w / "evaluate" / "metrics.json")
+    generated, evaluated = _json(RunDir(w).metrics("generate")), _json(RunDir(w).metrics("evaluate"))
     text = "## Final architecture\n\n"
     if generated:
         budget = ", ".join(f"{k} ≤ {v:.3g}" for k, v in (generated.get("budget") or {}).items() if v) or "none"
@@ -200,17 +205,17 @@ def _latent_map(w: Path, config: ReportConfig) -> Path | None:
     from .zc import ZCNormaliser
     from .zc.vector import Probe
 
-    gvae_path, clusters_path = w / "gvae" / "checkpoints" / "last.ckpt", w / "cluster" / "clusters.json"
-    if not (gvae_path.is_file() and clusters_path.is_file() and (w / "archive.sqlite").is_file()):
+    gvae_path, clusters_path = RunDir(w).checkpoint("gvae"), RunDir(w).clusters
+    if not (gvae_path.is_file() and clusters_path.is_file() and (RunDir(w).archive).is_file()):
         return None
-    out = w / "report" / "latent_map.png"
+    out = RunDir(w).report / "latent_map.png"
     key = {"fingerprint": _fingerprint(gvae_path, clusters_path), "points": config.latent_points, "seed": config.seed}
-    stamp = w / "report" / "latent_map.json"
+    stamp = RunDir(w).report / "latent_map.json"
     if out.is_file() and (_json(stamp) or {}).get("key") == key and not config.refresh:
         return out
     gvae = GVAEModule.from_checkpoint(gvae_path).eval()
     fit = json.loads(clusters_path.read_text())
-    with Archive(w / "archive.sqlite", create=False) as archive:
+    with Archive(RunDir(w).archive, create=False) as archive:
         probe_id = Probe.from_archive(archive).id
         normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe_id))
         labelled = archive.zc(probe_id)
@@ -249,7 +254,7 @@ def _table1(w: Path, config: ReportConfig, log) -> str:
 
     def compute() -> dict:
         generator = CellGenerator.load(paths["gvae"], paths["ccnf"])
-        with Archive(w / "archive.sqlite", create=False) as archive:
+        with Archive(RunDir(w).archive, create=False) as archive:
             probe = Probe.from_archive(archive)
             normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe.id))
             reference, _ = best_archived_cell(archive, probe.id)
@@ -258,8 +263,8 @@ def _table1(w: Path, config: ReportConfig, log) -> str:
                               log=lambda line: log("[report]" + line))
 
     key = {"samples": config.table1_samples, "seed": config.seed,
-           "fingerprint": _fingerprint(paths["gvae"], paths["ccnf"], w / "zc" / "metrics.json")}
-    study = _cached(w / "report" / "table1.json", key, compute, config.refresh)
+           "fingerprint": _fingerprint(paths["gvae"], paths["ccnf"], RunDir(w).metrics("zc"))}
+    study = _cached(RunDir(w).report / "table1.json", key, compute, config.refresh)
     return (sampling_table(study, "reference r (best archived T-CET)") +
             f"\nReference r: the archived cell with the highest T-CET, `{json.dumps(study['reference']['cell'])}`. "
             f"{config.table1_samples} samples per method, seed {config.seed}, τ = 1; every ZC entry measured on α_x "
@@ -270,7 +275,7 @@ def _table1(w: Path, config: ReportConfig, log) -> str:
 def _search_settings(w: Path, config: ReportConfig) -> tuple[dict, int, int, dict | None]:
     """Table 2's budget (limits by unit), iterations, population and task (fields, or None for the probe's shape):
     the run's search stage (its first budget) unless overridden."""
-    path = w / "pipeline" / "search.yaml"
+    path = RunDir(w).pipeline / "search.yaml"
     search = yaml.safe_load(path.read_text()) if path.is_file() else {}
     first = (search.get("budgets") or [{}])[0]
     limits = {unit: first.get(f"max_{unit}") for unit in ("params", "macs", "flops") if first.get(f"max_{unit}")}
@@ -304,7 +309,7 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
 
     def compute() -> dict:
         generator = CellGenerator.from_workdir(w)
-        with Archive(w / "archive.sqlite", create=False) as archive:
+        with Archive(RunDir(w).archive, create=False) as archive:
             probe = Probe.from_archive(archive)
         log(f"[report] Table 2: {', '.join(config.table2_methods)} × seeds {config.table2_seeds}, {iterations} "
             f"iterations, budget {budget_text}")
@@ -318,7 +323,7 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
                                                 f"{row['tcet@100%']:.4g} in {row['seconds']:.0f} s"))
         return {"rows": rows, "seconds": round(time.perf_counter() - start, 1)}
 
-    study = _cached(w / "report" / "table2.json", key, compute, config.refresh)
+    study = _cached(RunDir(w).report / "table2.json", key, compute, config.refresh)
     return (search_table(study["rows"]) +
             f"\nBudget {budget_text}; {iterations} iterations after α₀, population {population}, seeds "
             f"{config.table2_seeds}, all methods in the same harness on the archive's probe; mean ± std over seeds; "
@@ -333,24 +338,25 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
 
     if not config.compare_seeds:
         return "Left out (`--compare_seeds []`)."
-    needed = [w / "generate" / "arch.json", w / "generate" / "metrics.json", w / "pipeline" / "evaluate.yaml"]
+    needed = [RunDir(w).arch, RunDir(w).metrics("generate"), RunDir(w).pipeline / "evaluate.yaml"]
     if not all(p.is_file() for p in needed):
         return "Needs the generate and evaluate stages."
     key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
-           "artifacts": _fingerprint(*needed, w / "archive.sqlite", Path(config.hand_picked))}
-    out, key_file = w / "report" / "found_vs_alternatives.json", w / "report" / "found_vs_alternatives.key.json"
+           "artifacts": _fingerprint(*needed, RunDir(w).archive, Path(config.hand_picked))}
+    out, key_file = RunDir(w).report / "found_vs_alternatives.json", RunDir(w).report / "found_vs_alternatives.key.json"
     if config.refresh or not out.is_file() or _json(key_file) != key:
         rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1, default=float))
         key_file.write_text(json.dumps(key))
     rows = json.loads(out.read_text())
-    evaluate = yaml.safe_load((w / "pipeline" / "evaluate.yaml").read_text())
+    evaluate = yaml.safe_load((RunDir(w).pipeline / "evaluate.yaml").read_text())
     epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
     table = ("| architecture | params (M) | MACs (M) | within budget | T-CET | ‖∇θL‖ at init | test metric, mean | "
              "per seed |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
-        table += (f"| {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | {'yes' if r['within_budget'] else 'no'}"
+        table += (f"| {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | "
+                  f"{'yes' if r['within_budget'] else 'no'}"
                   f" | {_fmt(r['tcet'])} | {_fmt(r.get('grad_norm_at_init'))} | **{r['test_metric_mean']:.4f}** | "
                   f"{', '.join(f'{m:.4f}' for m in r['test_metrics'])} |\n")
     return (table + f"\nAll four trained with the run's evaluate settings for {epochs} epochs, seeds "
@@ -360,6 +366,125 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
             "‖∇θL‖ at init: the gradient norm of each network before training (`lightning_nas.compare.init_grad_norm`)"
             " — T-CET, a SNIP-based proxy, grows with gradient magnitude, so a search that maximises it can favour "
             "badly conditioned networks that train slowly. Rows: `report/found_vs_alternatives.json`.")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, value) points no other point beats in both (lower cost, higher value), by cost."""
+    front, best = [], float("-inf")
+    for cost, value in sorted(points, key=lambda p: (p[0], -p[1])):
+        if value > best:
+            front.append((cost, value))
+            best = value
+    return front
+
+
+def _latency(w: Path, config: ReportConfig, log) -> str:
+    """Host latency of the run's networks (:mod:`lightning_nas.hw`): the search history's predicted latencies (the
+    host cost table, :func:`~lightning_nas.hw.cost.hardware_cost_for`), the measured latency of the trained
+    architectures of "found vs alternatives", and a budget-satisfaction check — the history's architectures the
+    table admits under a budget (the median guarded prediction) measured: how many are within it. Measurements are
+    stored in the archive under this machine's fingerprint, so a rerun measures nothing again. Cached in
+    ``report/latency.json``."""
+    import random
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .archive import Archive
+    from .hw.cost import hardware_cost_for
+    from .hw.measure import host_fingerprint, measure_arch
+    from .space.arch import Arch
+    from .space.task import Task
+    from .zc.vector import Probe
+
+    if not (RunDir(w).archive).is_file() or not (RunDir(w).metrics("search")).is_file():
+        return "Needs the search stage."
+    generated = _json(RunDir(w).metrics("generate")) or {}
+    compared = _json(RunDir(w).report / "found_vs_alternatives.json") or []
+    key = {"fingerprint": _fingerprint(RunDir(w).metrics("search"), RunDir(w).arch,
+                                       RunDir(w).report / "found_vs_alternatives.json"),
+           "host": host_fingerprint("eager", 1).id, "seed": config.seed}
+
+    def compute() -> dict:
+        with Archive(RunDir(w).archive) as archive:
+            task = Task.from_json(generated["task"]) if generated.get("task") else \
+                Task.from_probe(Probe.from_archive(archive))
+            cost = hardware_cost_for("host", task, w, archive, progress=False)
+            history = []
+            for r in archive.archs(stage="search"):
+                m = r["metrics"]
+                if m.get("status") != "ok" or m.get("score") is None:
+                    continue
+                arch = Arch.from_json(r["spec"])
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    predicted = cost(task.network(arch), task.input_shape)
+                history.append({"spec": r["spec"], "tcet": m["score"], "params": m["params"],
+                                "latency_ms": predicted["latency_ms"],
+                                "latency_ms_estimate": predicted["latency_ms_estimate"]})
+            specs = {r["name"]: r["spec"] for r in compared if r.get("spec")}
+            if compared and not specs and config.compare_seeds:  # rows written before they carried specs:
+                from .compare import alternatives  # the same seeded draws give the same four architectures
+
+                specs = {name: arch.to_json() for name, arch in alternatives(w, Path(config.hand_picked),
+                                                                            config.compare_seeds[0], log).items()}
+            trained = [{"name": r["name"], "test_metric": r["test_metric_mean"],
+                        "latency_ms": measure_arch(Arch.from_json(specs[r["name"]]), task, archive=archive).ms}
+                       for r in compared if r["name"] in specs]
+            budget = sorted(h["latency_ms"] for h in history)[len(history) // 2] if history else None
+            admitted = [h for h in history if h["latency_ms"] <= budget] if history else []
+            sample = random.Random(config.seed).sample(admitted, min(20, len(admitted)))
+            measured = [measure_arch(Arch.from_json(h["spec"]), task, archive=archive).ms for h in sample]
+        log(f"[report] host latency: {len(history)} history architectures predicted, {len(trained)} trained and "
+            f"{len(measured)} admitted ones measured")
+        return {"task": task.name, "margin": cost.margin.get("latency_ms"),
+                "history": [{k: v for k, v in h.items() if k != "spec"} for h in history], "trained": trained,
+                "budget_ms": budget, "admitted": len(admitted), "measured_ms": measured,
+                "within": sum(m <= budget for m in measured)}
+
+    result = _cached(RunDir(w).report / "latency.json", key, compute, config.refresh)
+    history, trained = result["history"], result["trained"]
+    if not history:
+        return "The search history has no scored architecture."
+    fig, axes = plt.subplots(1, 2 if trained else 1, figsize=(11 if trained else 5.5, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.scatter([h["latency_ms"] for h in history], [h["tcet"] for h in history], s=8, alpha=0.5,
+               label="search history")
+    front = pareto_front([(h["latency_ms"], h["tcet"]) for h in history])
+    ax.plot(*zip(*front, strict=True), "r.-", label="Pareto front")
+    ax.axvline(result["budget_ms"], color="gray", ls="--", label=f"budget {result['budget_ms']:.3g} ms")
+    ax.set(xlabel="predicted host latency (ms, with margin)", ylabel="T-CET", yscale="log",
+           title=f"T-CET vs latency ({len(history)} architectures)")
+    ax.legend(fontsize=8)
+    if trained:
+        ax = axes[0][1]
+        for t in trained:
+            ax.scatter(t["latency_ms"], t["test_metric"], s=30)
+            ax.annotate(t["name"], (t["latency_ms"], t["test_metric"]), fontsize=8)
+        front = pareto_front([(t["latency_ms"], t["test_metric"]) for t in trained])
+        ax.plot(*zip(*front, strict=True), "r--", lw=1)
+        ax.set(xlabel="measured host latency (ms, 10th percentile)", ylabel="test metric",
+               title="trained architectures")
+    fig.tight_layout()
+    fig.savefig(RunDir(w).report / "latency_pareto.png", dpi=110)
+    plt.close(fig)
+    measured = result["measured_ms"]
+    text = (f"Host cost table (task {result['task']}; calibrated safety margin "
+            f"{100 * (result['margin'] or 0):.1f} %). **Latency budget satisfaction (host): "
+            f"{result['within']}/{len(measured)}** of the search-history architectures the table admits under a "
+            f"{result['budget_ms']:.3g} ms budget (the history's median guarded prediction; {result['admitted']} "
+            f"admitted, {len(measured)} of them measured) are within it when measured (eager, batch 1, 1 thread).")
+    if generated.get("latency_ms_measured") is not None:
+        text += (f" The generated architecture (budget {generated['budget'].get('latency_ms')} ms on "
+                 f"{generated.get('device')}): predicted {generated['latency_ms_predicted']:.3g} ms, measured "
+                 f"{generated['latency_ms_measured']:.3g} ms.")
+    if trained:
+        text += "\n\n| architecture | measured host latency (ms) | test metric |\n|---|---|---|\n" + "".join(
+            f"| {t['name']} | {t['latency_ms']:.3f} | {t['test_metric']:.4f} |\n" for t in trained)
+    return text
 
 
 def write_report(config: ReportConfig, log=print) -> dict:
@@ -372,28 +497,33 @@ def write_report(config: ReportConfig, log=print) -> dict:
     _stages_section(report, w)
     _final_section(report, w)
 
-    zc = _json(w / "zc" / "metrics.json")
+    zc = _json(RunDir(w).metrics("zc"))
     report.add("## Zero-cost proxies (stage zc)\n\n" + (_metrics_table(zc) if zc else "Not run."))
-    gvae = _json(w / "gvae" / "metrics.json")
+    gvae = _json(RunDir(w).metrics("gvae"))
     report.add("## G-VAE (stage gvae)\n\n" + (_metrics_table(gvae) if gvae else "Not run."))
     latent_map = _latent_map(w, config)
     if latent_map is not None:
         report.figure(latent_map, "latent map (paper Fig. 2): t-SNE of G-VAE latents coloured by GMM cluster")
-    clusters = _json(w / "cluster" / "metrics.json")
+    clusters = _json(RunDir(w).metrics("cluster"))
     report.add("## Clusters (stage cluster)\n\n" + (_metrics_table(clusters) if clusters else "Not run."))
     report.figure(w / "cluster" / "bic_aic.png", "BIC and AIC against K, the chosen K marked")
-    ccnf = _json(w / "ccnf" / "metrics.json")
+    ccnf = _json(RunDir(w).metrics("ccnf"))
     report.add("## CCNF (stage ccnf)\n\n" + (_metrics_table(ccnf) if ccnf else "Not run."))
     report.add("## Table 1 at this run's scale: sampling around a reference cell\n\n" + _table1(w, config, log))
 
-    search = _json(w / "search" / "metrics.json")
+    search = _json(RunDir(w).metrics("search"))
     report.add("## HL-Evo search (stage search)\n\n" + (_metrics_table(search) if search else "Not run."))
     for pareto in sorted((w / "search").glob("pareto_*.png")):
         report.figure(pareto, f"Pareto front (T-CET vs params), budget {pareto.stem.removeprefix('pareto_')}")
     report.add("## Table 2 at this run's scale: search methods under one budget\n\n" + _table2(w, config, log))
-    sg = _json(w / "sg" / "metrics.json")
+    sg = _json(RunDir(w).metrics("sg"))
     report.add("## Sequence generator (stage sg)\n\n" + (_metrics_table(sg) if sg else "Not run."))
     report.add("## Found vs alternatives: does the search pay?\n\n" + _compare(w, config, log))
+    if config.latency:
+        report.add("## Accuracy and latency on this machine\n\n" + _latency(w, config, log))
+        report.figure(RunDir(w).report / "latency_pareto.png", "accuracy–latency on this machine (host, batch 1): "
+                      "the search history's T-CET against predicted latency, and the trained architectures' test "
+                      "metric against measured latency, Pareto fronts marked")
 
     path = w / "REPORT.md"
     tmp = path.with_suffix(".tmp")
@@ -402,7 +532,7 @@ def write_report(config: ReportConfig, log=print) -> dict:
     seconds = round(time.perf_counter() - start, 1)
     log(f"[report] wrote {path} in {seconds:.0f} s")
     result = {"report": str(path), "seconds": seconds, "settings": asdict(config)}
-    generated, evaluated = _json(w / "generate" / "metrics.json"), _json(w / "evaluate" / "metrics.json")
+    generated, evaluated = _json(RunDir(w).metrics("generate")), _json(RunDir(w).metrics("evaluate"))
     if generated:  # the answer, last on the screen
         result["architecture"] = {k: generated.get(k) for k in ("arch", "params", "macs", "flops", "tcet")}
     if evaluated:

@@ -93,7 +93,8 @@ def sampling_table(study: dict, reference_label: str = "reference r", reference_
                    accuracy: str = "needs GPU training") -> str:
     """Markdown of :func:`sampling_study` in the paper's column order (reference row after Random)."""
     z, q = study["reference"]["zc"], study["reference"]["predicted_distance"]
-    header = ("| Sampling method | Gen. success | NASWOT | SNIP-SSNR | Params (M) | FLOPs (M) | L1 to z(r) (normalised) "
+    header = ("| Sampling method | Gen. success | NASWOT | SNIP-SSNR | Params (M) | FLOPs (M) "
+              "| L1 to z(r) (normalised) "
               "| L1 to z(r), distinct new cells | L1 of q(f(x)) to z(r) | unique | = r | C-10 acc. |\n"
               "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['method']} | {r['success']} | {r['naswot']} | {r['snip']} | {r['params']} | {r['flops']} | "

@@ -53,14 +53,16 @@ def test_fit_then_validate_test_predict_from_checkpoint(tmp_path, capsys, monkey
     """Lightning's own commands, with the W&B logger switched off on the command line."""
     monkeypatch.setattr(sys, "argv", ["lightning_nas"])  # main() gets its arguments, not pytest's
     root = tmp_path / "fit"
-    main(["fit", "--config", CONFIG, "--trainer.logger=false", "--trainer.max_epochs=2", f"--trainer.default_root_dir={root}",
+    main(["fit", "--config", CONFIG, "--trainer.logger=false", "--trainer.max_epochs=2",
+          f"--trainer.default_root_dir={root}",
           f"--trainer.callbacks.dirpath={root / 'checkpoints'}"])
     last = root / "checkpoints" / "last.ckpt"
     assert last.is_file() and (root / "config.yaml").is_file()
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)  # plain data: safe to load
     assert checkpoint["hyper_parameters"]["arch"]["stages"][0]["channels"] == 32
     for command in ("validate", "test", "predict"):
-        main([command, "--config", CONFIG, "--trainer.logger=false", f"--ckpt_path={last}", f"--trainer.default_root_dir={root}",
+        main([command, "--config", CONFIG, "--trainer.logger=false", f"--ckpt_path={last}",
+              f"--trainer.default_root_dir={root}",
               f"--trainer.callbacks.dirpath={root / 'checkpoints'}"])
     out = capsys.readouterr().out
     table = [line.split()[-2] for line in out.splitlines() if "│" in line and ("val/acc" in line or "test/acc" in line)]

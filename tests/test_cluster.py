@@ -261,7 +261,8 @@ def test_stage_assigns_the_other_cells_through_a_gvae(tmp_path):
     checkpoint = tmp_path / "gvae.ckpt"
     trainer.save_checkpoint(checkpoint)
 
-    metrics = run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(checkpoint), batch_size=7, **K_RANGE))
+    metrics = run_cluster_stage(ClusterStageConfig(workdir=str(tmp_path), gvae=str(checkpoint), batch_size=7,
+                                                   **K_RANGE))
     with Archive(tmp_path / "archive.sqlite") as archive:
         assigned = archive.clusters("p")
         cells = dict(archive.iter_cells())

@@ -65,9 +65,9 @@ def test_pipeline_config_resolves_to_settings_every_stage_accepts(name, tmp_path
         if STAGES[stage][0] == "stage":
             import importlib
 
-            from lightning_nas.cli import STAGE_MODULES
+            from lightning_nas.stages import BY_NAME
 
-            module = importlib.import_module(STAGE_MODULES[stage], "lightning_nas")
+            module = importlib.import_module(BY_NAME[stage].module, "lightning_nas")
             config_cls = next(v for k, v in vars(module).items() if k.endswith("Config") and hasattr(v, "workdir")
                               and v.__module__ == module.__name__)
             with monkeypatch.context() as m:  # the paper's zc asks for 8 GPUs; the settings are checked, not run

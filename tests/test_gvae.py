@@ -15,7 +15,14 @@ from lightning_nas.archive import Archive
 from lightning_nas.models import GVAEModule
 from lightning_nas.models.gvae import edge_matrix
 from lightning_nas.space import Cell, sample_cells
-from lightning_nas.space.decoding import ABSENT, NUM_KERNELS, NUM_TYPE_CLASSES, batch_targets, decode_cells, upper_triangle
+from lightning_nas.space.decoding import (
+    ABSENT,
+    NUM_KERNELS,
+    NUM_TYPE_CLASSES,
+    batch_targets,
+    decode_cells,
+    upper_triangle,
+)
 from tests.conftest import REPO
 
 
@@ -137,7 +144,8 @@ def test_kl_of_the_prior_is_zero_and_positive_elsewhere():
 def test_training_fits_and_writes_metrics(tiny_archive, tmp_path):
     data = GraphZCDataModule(str(tiny_archive), batch_size=32, labelled_batch_size=8, val_fraction=0.1, max_cells=300)
     model = GVAEModule(hidden=128, latent=32, layers=3, lr=3e-3, prior_samples=200)
-    trainer = L.Trainer(max_epochs=40, check_val_every_n_epoch=20, accelerator="cpu", logger=False, enable_checkpointing=True,
+    trainer = L.Trainer(max_epochs=40, check_val_every_n_epoch=20, accelerator="cpu", logger=False,
+                        enable_checkpointing=True,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     torch.manual_seed(0)
     trainer.fit(model, datamodule=data)

@@ -10,8 +10,15 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from lightning_nas.archive import Archive
-from lightning_nas.hw import HW_DEVICES, HWNASBench, fit_predictor, host_fingerprint, measure_latency, nb201_features
-from lightning_nas.hw import within
+from lightning_nas.hw import (
+    HW_DEVICES,
+    HWNASBench,
+    fit_predictor,
+    host_fingerprint,
+    measure_latency,
+    nb201_features,
+    within,
+)
 from lightning_nas.hw.cost import HardwareCost, random_archs
 from lightning_nas.hw.measure import measure_arch, network_key
 from lightning_nas.hw.predictors import NB201_LUT_COLUMNS, NETWORK_LUT_COLUMNS, LookupTable, network_features

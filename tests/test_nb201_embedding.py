@@ -98,7 +98,8 @@ def test_to_nb201_round_trip(nb201_records, embedded):
         assert back is not None
         assert Cell.from_nb201(back).canonical_hash() == cell.canonical_hash()
         # the representative keeps no dead edge: never more non-none edges than the original string
-        assert sum(op != "none" for *_, op in parse_nb201(back)) <= sum(op != "none" for *_, op in parse_nb201(r.arch_str))
+        assert (sum(op != "none" for *_, op in parse_nb201(back))
+                <= sum(op != "none" for *_, op in parse_nb201(r.arch_str)))
         # and a string without dead edges maps back to itself up to isomorphism, op for op
         assert sorted(cell.ops) == sorted(Cell.from_nb201(back).ops)
     assert Cell.random(seed=0).to_nb201() is None  # GraphNet ops outside NB201

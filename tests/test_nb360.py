@@ -14,8 +14,8 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from datamodules.nb360 import NB360_TASKS, ArrayUnpickler, NB360DataModule
 from datamodules.files import read_pickle
+from datamodules.nb360 import NB360_TASKS, ArrayUnpickler, NB360DataModule
 from datamodules.nb360.objectives import COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss
 from datamodules.nb360.tasks import ECG_CLASSES
 

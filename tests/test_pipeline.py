@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from lightning_nas.pipeline import STAGES, PipelineConfig, run_pipeline
+from lightning_nas.pipeline import STAGES, PipelineConfig, resolve_stage, run_pipeline
 from tests.conftest import REPO
 
 DIGITS_16 = {"name": "digits", "input_size": 16}  # the network evaluate trains below: digits at 16 px
@@ -25,7 +25,7 @@ MICRO = {
     "gvae": {"config": "configs/gvae.yaml",
              "set": {"trainer.max_epochs": 2, "trainer.logger": False, "model.init_args.hidden": 32,
                      "model.init_args.latent": 8, "model.init_args.layers": 2, "model.init_args.prior_samples": 20,
-                     "data.init_args.labelled_batch_size": 16, "trainer.callbacks.init_args.every_n_epochs": 100}},
+                     "data.init_args.labelled_batch_size": 16, "trainer.callbacks.1.init_args.every_n_epochs": 100}},
     "cluster": {"config": "configs/cluster/tiny.yaml", "set": {"k_max": 3, "n_init": 1}},
     "ccnf": {"config": "configs/ccnf.yaml",
              "set": {"trainer.max_epochs": 1, "trainer.logger": False, "model.init_args.latent_dim": 8,
@@ -42,7 +42,7 @@ MICRO = {
                  "set": {"budget": {"params": "300k", "macs": "5M"}, "candidates": 3, "sequences": 1,
                          "task": DIGITS_16}},
     "evaluate": {"config": "configs/evaluate/digits.yaml",
-                 "set": {"model.init_args.arch": "{workdir}/generate/arch.json", "trainer.max_epochs": 1,
+                 "set": {"model.init_args.arch": "${workdir}/generate/arch.json", "trainer.max_epochs": 1,
                          "trainer.logger": False, "data.init_args.image_size": 16}},
 }
 
@@ -125,7 +125,14 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     assert [r for r in compared if r["name"] == "found"][0]["params"] == generated["params"]
     assert "| CCNF | " in report and "| HL-Evo(T-CET)+CCNF | " in report and "| Random(T-CET) | " in report
     assert f"test acc **{metrics['test_metric']:.4g}**" in report
-    for link in ("report/latent_map.png", "cluster/bic_aic.png", "search/pareto_small.png", "generate/arch.png"):
+    latency = json.loads((run / "report" / "latency.json").read_text())["result"]  # [hw]: host accuracy–latency
+    assert "## Accuracy and latency on this machine" in report and "Latency budget satisfaction (host)" in report
+    assert [t["name"] for t in latency["trained"]] == ["found", "hand-picked", "random", "evo"]
+    assert all(t["latency_ms"] > 0 for t in latency["trained"]) and latency["history"]
+    assert 0 <= latency["within"] <= len(latency["measured_ms"]) <= min(20, latency["admitted"])
+    assert latency["budget_ms"] in [h["latency_ms"] for h in latency["history"]]
+    for link in ("report/latent_map.png", "cluster/bic_aic.png", "search/pareto_small.png", "generate/arch.png",
+                 "report/latency_pareto.png"):
         assert f"]({link})" in report and (run / link).is_file(), link
     studies = (run / "report" / "table2.json").stat().st_mtime_ns
     write_report(ReportConfig(**settings), log=log.append)  # cached: the studies are not recomputed
@@ -140,6 +147,23 @@ def test_pipeline_config_errors(tmp_path):
         PipelineConfig(stages=stages, until="train")
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
         PipelineConfig(stages={**stages, "sg": {"config": "nowhere.yaml"}})
+
+
+def test_stage_settings_are_merged_and_overridden_with_omegaconf():
+    """Files merged in order, paths re-rooted, dotted ``set`` keys (list items by index), ``${workdir}`` resolved;
+    a list entered by a name is refused with the fix."""
+    settings = resolve_stage("gvae", {"config": [str(REPO / "configs/gvae.yaml")],
+                                      "set": {"trainer.max_epochs": 3,
+                                              "trainer.callbacks.1.init_args.every_n_epochs": 7,
+                                              "model.init_args.lr": "${workdir}/not-a-number"}}, "runs/x", "runs/tiny")
+    assert settings["trainer"]["max_epochs"] == 3 and settings["trainer"]["default_root_dir"] == "runs/x/gvae"
+    assert settings["trainer"]["callbacks"][1]["init_args"] == {"clusters": "runs/x/cluster/clusters.json",
+                                                                 "every_n_epochs": 7}
+    assert settings["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "runs/x/gvae/checkpoints"
+    assert settings["model"]["init_args"]["lr"] == "runs/x/not-a-number"
+    with pytest.raises(ValueError, match="stages.gvae.set: .*by its index"):
+        resolve_stage("gvae", {"config": str(REPO / "configs/gvae.yaml"),
+                               "set": {"trainer.callbacks.init_args.every_n_epochs": 7}}, "runs/x", "runs/tiny")
 
 
 def test_stage_runs_log_to_wandb_offline_and_not_when_disabled(tmp_path, monkeypatch):

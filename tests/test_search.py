@@ -12,10 +12,10 @@ import pytest
 from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, Candidate, HLEvoConfig, hl_evo, mutate, scale_width
 from lightning_nas.search.mutations import mutate_cell
-from lightning_nas.space.task import TASKS
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
 from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
+from lightning_nas.space.task import TASKS
 from lightning_nas.zc import Probe
 from tests.conftest import REPO
 
@@ -160,7 +160,8 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
         budgets=[{"name": "small", "max_params": 400_000}, {"name": "big", "max_macs": 50_000_000}],
     )
     metrics = run_search_stage(config)
-    assert metrics["iterations"] == 10 and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["failed"] == 10
+    assert (metrics["iterations"] == 10
+            and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["failed"] == 10)
     assert metrics["evals_per_s"] > 0 and metrics["best_tcet_big"] > 0 and metrics["best_tcet_small"] > 0
     out = tmp_path / "search"
     assert json.loads((out / "metrics.json").read_text()) == metrics
@@ -185,7 +186,8 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
         run_search_stage(SearchStageConfig(**{**config.__dict__, "initial": [[5, 8, 2, 1]]}))
     # W&B: an offline run per budget with the best-so-far curve and the Pareto plot
     monkeypatch.setenv("WANDB_MODE", "offline")
-    run_search_stage(SearchStageConfig(**{**config.__dict__, "iterations": 1, "wandb": True, "budgets": [{"name": "w"}]}))
+    run_search_stage(SearchStageConfig(**{**config.__dict__, "iterations": 1, "wandb": True,
+                                          "budgets": [{"name": "w"}]}))
     runs = list((out / "wandb" / "wandb").glob("offline-run-*")) + list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,25 @@ def test_tokenizer_rejects_bad_input():
         HLTokenizer(0)
 
 
+def test_hardware_tokens_only_with_a_device_and_old_tokenizers_load_unchanged():
+    """Latency/energy tokens exist in a tokenizer with a device; a limit goes in the bin under it; a record saved
+    before hardware tokens existed (no ``device``, six condition keys) loads with the same vocabulary."""
+    plain, hw = HLTokenizer(3), HLTokenizer(3, device="raspi4")
+    assert "latency_ms" not in plain.keys and hw.keys[-2:] == ("latency_ms", "energy_mj")
+    assert len(hw) == len(plain) + hw.bins["latency_ms"].size + hw.bins["energy_mj"].size
+    prompt = hw.prompt({"params": 1e5}, {"latency_ms": 3.0})
+    lo, hi = hw.bins["latency_ms"].edges(int(hw.vocab[prompt[-2]].split(":")[1]))
+    assert hw.vocab[prompt[-2]].startswith("latency_ms:") and hi <= 3.0 < hi * 10 ** (1 / 8) + 1e-9
+    assert HLTokenizer.from_dict(json.loads(json.dumps(hw.to_dict()))) == hw
+    old = plain.to_dict()
+    del old["device"]
+    assert HLTokenizer.from_dict(old).vocab == plain.vocab and "latency_ms:0" not in plain.ids
+    with pytest.raises(ValueError, match="hardware keys need a tokenizer with a device"):
+        plain.prompt(limits={"latency_ms": 3.0})
+    with pytest.raises(ValueError, match="need exactly the condition keys"):
+        HLTokenizer(3, bins=plain.bins, device="raspi4")
+
+
 def test_every_sequence_the_grammar_allows_is_a_legal_hl_architecture():
     """Walk the grammar with random choices (and with the always-longest choice): every walk decodes, ≤ 20 cells."""
     tok = HLTokenizer(4)
@@ -153,7 +173,8 @@ def test_hl_sequence_datamodule(history_archive, tmp_path):
         sep = ids.tolist().index(SEP)
         assert (labels[: sep + 1] == -100).all() and labels[sep + 1] == ids[sep + 1]  # Eq. 10: α̂ given y
         assert ((labels != -100) == (mask.bool() & (torch_arange(len(ids)) > sep))).all()
-    # condition dropout 1 removes every condition token (the task's too: prompts for unseen tasks leave them out), 0 none
+    # condition dropout 1 removes every condition token (the task's too: prompts for unseen tasks leave them out),
+    # 0 none
     hl, values = dm.train_items[0]
     dm.hparams.condition_dropout = 1.0
     dropped = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
@@ -161,12 +182,52 @@ def test_hl_sequence_datamodule(history_archive, tmp_path):
     dm.hparams.condition_dropout = 0.0
     kept = dm.collate([(hl, values)], drop=True)["input_ids"][0].tolist()
     assert kept[: kept.index(SEP) + 1] == dm.tokenizer.prompt(values)
-    assert kept.index(SEP) == 1 + sum(values[k] is not None for k in DROPPABLE_KEYS) >= 3
-    with pytest.raises(FileNotFoundError, match="run the zc and search stages"):
+    assert kept.index(SEP) == 1 + sum(values.get(k) is not None for k in DROPPABLE_KEYS) >= 3
+    with pytest.raises(FileNotFoundError, match="no archive; run the zc stage first"):
         HLSequenceDataModule(str(tmp_path / "none.sqlite")).setup()
     (tmp_path / "clusters.json").write_text(json.dumps({"means": [[0.0] * 4]}))
     with pytest.raises(ValueError, match="another clustering"):
         HLSequenceDataModule(str(history_archive), clusters=str(tmp_path / "clusters.json")).setup()
+
+
+def _known_latency_table(folder: Path, device: str = "raspi4") -> list[float]:
+    """A stored cost table with a known answer: 1 ms per million dense-conv MACs + 0.05 ms per kernel."""
+    from lightning_nas.hw.cost import HardwareCost
+    from lightning_nas.hw.predictors import NETWORK_LUT_COLUMNS
+
+    table = [0.0] * NETWORK_LUT_COLUMNS
+    table[1], table[5] = 1.0, 0.05
+    HardwareCost(device, {"latency_ms": table}).save(folder / "hw" / f"{device}.json")
+    return table
+
+
+def test_hl_sequences_carry_the_latency_of_each_architecture_on_the_device(history_archive, tmp_path):
+    """With ``device``, each sequence's condition holds the architecture's latency on it — the device's stored cost
+    table applied to its network — and the tokenizer has the latency tokens."""
+    import numpy as np
+
+    from datamodules import HLSequenceDataModule
+    from lightning_nas.hw.predictors import network_features
+    from lightning_nas.space.arch import Arch
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    table = _known_latency_table(tmp_path)
+    dm = HLSequenceDataModule(str(tmp_path / "archive.sqlite"), val_fraction=0.2, device="raspi4",
+                              condition_dropout=0.0)
+    dm.setup()
+    assert dm.tokenizer.device == "raspi4" and "latency_ms" in dm.tokenizer.keys
+    items = dm.train_items + dm.val_items
+    latencies = [v["latency_ms"] for _, v in items]
+    assert len(set(latencies)) > 10 and all("energy_mj" not in v for _, v in items)  # raspi4: no energy model
+    hl, values = items[0]
+    spec = next(r["spec"] for r in _archs(tmp_path / "archive.sqlite") if r["hl_spec"] == hl.to_json())
+    arch = Arch.from_json(spec)
+    expected = float(network_features(dm.task.network(arch), dm.task.input_shape) @ np.array(table))
+    assert values["latency_ms"] == pytest.approx(expected)
+    prompt = dm.collate([(hl, values)], drop=False)["input_ids"][0].tolist()
+    assert dm.tokenizer.ids[f"latency_ms:{dm.tokenizer.bins['latency_ms'].index(expected)}"] in prompt
+    with pytest.raises(ValueError, match="device: 'pixel9'"):
+        HLSequenceDataModule(str(tmp_path / "archive.sqlite"), device="pixel9")
 
 
 def test_hl_sequences_keep_each_cluster_cell_once(tiny_archive, tmp_path):
@@ -426,6 +487,7 @@ def test_a_history_of_several_tasks_conditions_the_sg_on_each(tiny_archive, tmp_
         assert sg.task_condition(named_task("imagenet")) == {}
 
 
+@pytest.mark.filterwarnings("ignore:the SG's hardware tokens are for None")  # asserted once below
 def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
                                                                      tmp_path):
     """``--budget.latency_ms`` with ``--device``: candidates judged by the device's stored cost table (here one with a
@@ -436,7 +498,7 @@ def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_arch
     from lightning_nas.generate import GenerateConfig, run_generate
     from lightning_nas.hw.cost import HardwareCost
     from lightning_nas.hw.measure import host_fingerprint
-    from lightning_nas.hw.predictors import NETWORK_LUT_COLUMNS, network_features
+    from lightning_nas.hw.predictors import network_features
     from lightning_nas.space.arch import Arch
     from lightning_nas.space.task import Task
     from lightning_nas.zc.vector import Probe
@@ -445,16 +507,16 @@ def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_arch
     write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
     common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
                   clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2)
-    table = [0.0] * NETWORK_LUT_COLUMNS
-    table[1], table[5] = 1.0, 0.05  # dense-conv MMACs, convs
+    table = _known_latency_table(tmp_path)
     with Archive(tmp_path / "archive.sqlite") as archive:
         task = Task.from_probe(Probe.from_archive(archive))
-    HardwareCost("raspi4", {"latency_ms": table}).save(tmp_path / "hw" / "raspi4.json")
     HardwareCost("host", {"latency_ms": table}).save(
         tmp_path / "hw" / f"host_{task.name}_{host_fingerprint('eager', 1).id}.json")
     # every candidate's predicted latency (a limit all pass), then a limit between them: some over, some within
-    run_generate(GenerateConfig(**common, budget={"latency_ms": 1e6}, device="raspi4", out=str(tmp_path / "free")))
-    free = [json.loads(line)["latency_ms"] for line in (tmp_path / "free" / "candidates.jsonl").read_text().splitlines()]
+    with pytest.warns(UserWarning, match="hardware tokens are for None"):
+        run_generate(GenerateConfig(**common, budget={"latency_ms": 1e6}, device="raspi4", out=str(tmp_path / "free")))
+    free = [json.loads(line)["latency_ms"]
+            for line in (tmp_path / "free" / "candidates.jsonl").read_text().splitlines()]
     distinct = sorted(set(free))
     assert len(distinct) >= 2, free
     limit = (distinct[0] + distinct[1]) / 2  # the cheapest candidates fit, the others not
@@ -468,6 +530,11 @@ def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_arch
     rows = [json.loads(line) for line in (tmp_path / "raspi4" / "candidates.jsonl").read_text().splitlines()]
     assert all((r["status"] == "over_budget") == (r["latency_ms"] > limit) for r in rows if r["params"] is not None)
     assert sum(r["status"] == "over_budget" for r in rows) >= 1
+    assert metrics["hardware_tokens"] is False  # this SG was trained without a device: no latency condition
+    history = [r for r in _archs(tmp_path / "archive.sqlite")]
+    fitting = [r["metrics"]["params"] for r in history
+               if network_features(build_network(Arch.from_json(r["spec"]), 3, 10), (3, 32, 32)) @ table <= limit]
+    assert metrics["guide_params_from_hardware"] == (max(fitting) if fitting else None)  # brute force over 160
     host = run_generate(GenerateConfig(**common, budget={"latency_ms": limit}, device="host",
                                        out=str(tmp_path / "host")))
     assert host["latency_ms_measured"] > 0 and host["host"]["runtime"] == "eager"
@@ -476,3 +543,46 @@ def test_generate_with_a_latency_budget_on_a_device_and_on_the_host(history_arch
     with pytest.raises(SystemExit):  # jsonargparse refuses an unknown device before anything runs
         cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.latency_ms", "3",
                   "--device", "pixel9"])
+
+
+def _archs(path):
+    from lightning_nas.archive import Archive
+
+    with Archive(path, create=False) as archive:
+        return archive.archs(stage="search")
+
+
+def test_a_device_sg_is_prompted_with_the_latency_limit(history_archive, tiny_gvae, tiny_ccnf, tmp_path):
+    """An SG whose hardware tokens are for the budget's device gets the latency limit in its prompt (the bin under
+    it); one for another device gets none, with a warning."""
+    from lightning_nas.archive import Archive
+    from lightning_nas.generate import generate_architectures
+    from lightning_nas.generator import CellGenerator
+    from lightning_nas.hw.cost import HardwareCost
+    from lightning_nas.hw.predictors import NETWORK_LUT_COLUMNS
+    from lightning_nas.models import SGModule
+    from lightning_nas.search.evaluate import ArchEvaluator, Budget
+    from lightning_nas.zc.vector import Probe
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    generator = CellGenerator.from_workdir(tmp_path, str(tiny_gvae), str(tiny_ccnf), str(tmp_path / "clusters.json"))
+    with Archive(tmp_path / "archive.sqlite", create=False) as archive:
+        probe = Probe.from_archive(archive)
+    table = [0.0] * NETWORK_LUT_COLUMNS
+    table[1] = 1.0
+    evaluator = ArchEvaluator(probe, Budget("b", max_latency_ms=2.5, device="raspi4"), "tcet",
+                              hardware=HardwareCost("raspi4", {"latency_ms": table}))
+    for device, expect in (("raspi4", True), ("pixel3", False)):
+        sg = SGModule(tokenizer=HLTokenizer(2, device=device).to_dict(), hidden_size=16, num_layers=1, num_heads=1,
+                      max_positions=128)
+        prompts = []
+        real = sg.generate
+        sg.generate = lambda p, *a, **k: (prompts.extend(p), real(p, *a, **k))[1]
+        if expect:
+            generate_architectures(sg, generator, evaluator, candidates=2, sequences=1, progress=False)
+        else:
+            with pytest.warns(UserWarning, match="'pixel3', the budget is on 'raspi4'"):
+                generate_architectures(sg, generator, evaluator, candidates=2, sequences=1, progress=False)
+        tokens = sg.tokenizer.describe(prompts[0])
+        assert ("latency_ms:[2.37, 3.16)" not in tokens) and (("latency_ms:[1.78, 2.37)" in tokens) == expect), tokens

@@ -388,7 +388,8 @@ def test_minimal_cells_are_valid():
 def test_random_is_reproducible_and_seeds_differ():
     for s in range(20):
         assert Cell.random(seed=s) == Cell.random(seed=s)
-        assert Cell.random(seed=s, op_set="nb201", num_op_nodes=3) == Cell.random(seed=s, op_set="nb201", num_op_nodes=3)
+        assert (Cell.random(seed=s, op_set="nb201", num_op_nodes=3)
+                == Cell.random(seed=s, op_set="nb201", num_op_nodes=3))
     distinct = {Cell.random(seed=s) for s in range(200)}
     assert len(distinct) >= 195
 
@@ -493,7 +494,7 @@ def test_random_cells_have_up_to_six_op_nodes_as_the_authors_sampler():
     assert {c.num_op_nodes for c in sample_cells(50, seed=0, num_op_nodes=2)} == {2}
 
 
-# ---- 6. JSON -----------------------------------------------------------------------------------------------------------
+# ---- 6. JSON ---------------------------------------------------------------------------------------------------------
 def test_cell_json_round_trip_is_exact():
     cells = [Cell.random(seed=s, num_op_nodes=1 + s % 6) for s in range(300)]
     cells += [Cell((), ((0, 1),)), Cell(("skip",) * 6, tuple((i, i + 1) for i in range(7)))]
@@ -512,7 +513,8 @@ def test_cell_json_known_text():
     c = Cell.from_json('{"ops": ["conv_k3", "skip"], "edges": [[1, 3], [0, 1], [0, 2], [2, 3]]}')
     assert c.ops == ("conv_k3", "skip")
     assert c.edges == ((0, 1), (0, 2), (1, 3), (2, 3))
-    assert json.loads(json.dumps(c.to_json())) == {"ops": ["conv_k3", "skip"], "edges": [[0, 1], [0, 2], [1, 3], [2, 3]]}
+    assert json.loads(json.dumps(c.to_json())) == {"ops": ["conv_k3", "skip"],
+                                                   "edges": [[0, 1], [0, 2], [1, 3], [2, 3]]}
 
 
 @pytest.mark.parametrize(
@@ -546,7 +548,7 @@ def test_malformed_cell_json_names_the_field(spec, match):
         Cell.from_json(json.dumps(spec))
 
 
-# ---- 7. tensor encoding ------------------------------------------------------------------------------------------------
+# ---- 7. tensor encoding ----------------------------------------------------------------------------------------------
 def test_tensor_encoding_of_a_hand_built_cell():
     """Rows: global, input, op 1..6, output. Columns: 10 op types (OP_TYPES order, skip last), input/output/global
     flags, kernels 1/3/5."""

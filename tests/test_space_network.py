@@ -81,7 +81,7 @@ def op_cost(name, c, out_size, dims, se=False):
     return total(*layers)
 
 
-# ---- 1. ops --------------------------------------------------------------------------------------------------------------
+# ---- 1. ops ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dims", [1, 2])
 @pytest.mark.parametrize("se", [False, True])
 def test_every_op_keeps_the_shape(dims, se):
@@ -168,7 +168,7 @@ def test_build_op_rejects_unknown_op_and_dims():
         build_op("conv_k3", 8, dims=3)
 
 
-# ---- 2. the network builder ----------------------------------------------------------------------------------------------
+# ---- 2. the network builder ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def probe_cell():
     return Cell.random(seed=11, num_op_nodes=6)  # a full-size cell: the probe tests count six op nodes per block
@@ -284,7 +284,7 @@ def test_build_network_rejects_bad_arguments(probe_cell):
         build_network(spec)
 
 
-# ---- 3. Arch JSON --------------------------------------------------------------------------------------------------------
+# ---- 3. Arch JSON ----------------------------------------------------------------------------------------------------
 def _multi_stage_arch():
     c1 = Cell(("conv_k3", "mbconv_e6_k5", "skip"), ((0, 1), (1, 2), (0, 3), (2, 4), (3, 4), (0, 4)))
     c2 = Cell(("bconv_r0.25_k3",), ((0, 1), (1, 2)))
@@ -388,7 +388,7 @@ def test_arch_total_cells_limit_is_twenty():
         Arch.sequence([cell] * 21, [8] * 21, [1] * 21)
 
 
-# ---- 4. count_cost -------------------------------------------------------------------------------------------------------
+# ---- 4. count_cost ---------------------------------------------------------------------------------------------------
 def _check_cost(arch, in_ch, num_classes, dims, input_shape, want_macs, want_params):
     torch.manual_seed(0)
     net = build_network(arch, in_channels=in_ch, num_classes=num_classes, dims=dims)
@@ -441,7 +441,8 @@ def test_count_cost_1d_with_se():
         bn(16), linear(16, 3),
     )
     # SE of mbconv_e3 at 8 channels: 24 → 6 → 24 with biases
-    assert op_cost("mbconv_e3_k3", 8, 10, 1, se=True)[1] - op_cost("mbconv_e3_k3", 8, 10, 1)[1] == 24 * 6 + 6 + 6 * 24 + 24
+    assert (op_cost("mbconv_e3_k3", 8, 10, 1, se=True)[1] - op_cost("mbconv_e3_k3", 8, 10, 1)[1]
+            == 24 * 6 + 6 + 6 * 24 + 24)
     _check_cost(arch, 4, 3, 1, (4, 20), macs, params)
 
 
@@ -485,7 +486,7 @@ def test_count_cost_rejects_wrong_input_shape_1d():
         count_cost(net, (3, 16, 16))
 
 
-# ---- 5. the ZC probe network of NB201's best cell ------------------------------------------------------------------------
+# ---- 5. the ZC probe network of NB201's best cell --------------------------------------------------------------------
 def test_zc_probe_of_best_nb201_cell_has_about_nb201_params():
     cell = Cell.from_nb201(NB201_BEST)
     # edge ops become op nodes: four conv3, one conv1 and one skip
@@ -505,7 +506,7 @@ def test_zc_probe_of_best_nb201_cell_has_about_nb201_params():
     assert count_cost(net, (3, 32, 32)) == {"params": want, "macs": macs, "flops": 2 * macs}
 
 
-# ---- 6. determinism --------------------------------------------------------------------------------------------------------
+# ---- 6. determinism --------------------------------------------------------------------------------------------------
 def test_builder_is_deterministic_under_a_seed():
     arch = _multi_stage_arch()
 

@@ -60,7 +60,8 @@ def test_a_budget_is_checked_at_the_tasks_resolution_stem_and_se(probe):
     """The defect: every budget was counted at 3×32×32 / 10 classes, so an ImageNet "450M" admitted ~GMAC networks."""
     budget = Budget("in1k-450M", max_macs=450e6)
     hl = HLArch((HLStage(0, 96, 1, 3),), None)
-    at_probe, at_imagenet = ArchEvaluator(probe, budget, None), ArchEvaluator(probe, budget, None, named_task("imagenet"))
+    at_probe, at_imagenet = (ArchEvaluator(probe, budget, None),
+                             ArchEvaluator(probe, budget, None, named_task("imagenet")))
     small = at_probe(at_probe.materialise(hl, [CONV]))
     big = at_imagenet(at_imagenet.materialise(hl, [CONV]))
     assert small.status == "unscored" and small.macs < 450e6  # what the search used to check

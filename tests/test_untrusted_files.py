@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from datamodules.cifar import CIFAR_RELEASES, CIFARDataModule
-from datamodules.nb360.tasks import (_distance_map, _pair_features, _stamp_paths, read_ecg, read_satellite,
-                                     read_spherical)
+from datamodules.nb360.tasks import (
+    _distance_map,
+    _pair_features,
+    _stamp_paths,
+    read_ecg,
+    read_satellite,
+    read_spherical,
+)
 from lightning_nas.zc import Probe
 from lightning_nas.zc.stage import ProbeConfig, ZCStageConfig, run_zc_stage
 

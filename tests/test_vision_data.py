@@ -163,8 +163,10 @@ def test_cifar_wrong_content_names_the_file(tmp_path):
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
     for content, error in [({b"data": np.zeros((4, 3072), np.uint8)}, r"expected the keys \['data', 'labels'\]"),
                            ({b"data": np.zeros((4, 1024), np.uint8), b"labels": [0] * 4}, r"should have shape N×3072"),
-                           ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2]}, r"labels should have shape"),
-                           ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 10]}, r"integers in \[0, 10\)"),
+                           ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2]},
+                            r"labels should have shape"),
+                           ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 10]},
+                            r"integers in \[0, 10\)"),
                            ({b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, r"uint8 pixels"),
                            ([1, 2, 3], r"expected the keys")]:
         path.write_bytes(pickle.dumps(content, protocol=2))

@@ -93,7 +93,8 @@ def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypat
     with Archive(tmp_path / "archive.sqlite") as archive:
         rows = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
     failed = [r for r in rows.values() if r["status"] == "failed"]
-    assert sorted(r["reason"] for r in failed) == ["RuntimeError: NaN in the loss", "naswot: singular kernel: sentinel 0"]
+    assert sorted(r["reason"] for r in failed) == ["RuntimeError: NaN in the loss",
+                                                   "naswot: singular kernel: sentinel 0"]
     # a failed row is final: a rerun does not retry it
     monkeypatch.setattr(zc_stage, "cell_scores", lambda *a: pytest.fail("recomputed a stored evaluation"))
     assert run_zc_stage(config(tmp_path))["evaluated_this_run"] == 0
@@ -104,7 +105,8 @@ def test_kill_minus_nine_then_resume(tmp_path):
     args = [sys.executable, "-m", "lightning_nas", "zc", "--config", str(REPO / "configs" / "zc" / "tiny.yaml"),
             f"--workdir={tmp_path}", "--op_set=nb201", "--unlabelled=40", "--labelled=10", "--workers=1",
             "--threads=1", "--probe.source=gaussian", "--probe.batch_size=8"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     db = tmp_path / "archive.sqlite"
     deadline = time.time() + 240
     done = 0

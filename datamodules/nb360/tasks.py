@@ -50,8 +50,17 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ..files import read_mat, read_npy, read_npy_dict, read_npz, read_pickle, require_keys, require_shape
-from .objectives import (COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss, MaskedBCEWithLogitsLoss,
-                         MultilabelAUROCOfFloatTargets, OneMinusPixelAUROC, RelativeL2Error, RelativeL2Loss)
+from .objectives import (
+    COSMIC_IGNORE,
+    ContactDistanceMAE,
+    FalseNegativeRate,
+    FocalLoss,
+    MaskedBCEWithLogitsLoss,
+    MultilabelAUROCOfFloatTargets,
+    OneMinusPixelAUROC,
+    RelativeL2Error,
+    RelativeL2Loss,
+)
 
 Splits = dict[str, Dataset]
 

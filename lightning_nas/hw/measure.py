@@ -5,7 +5,8 @@ forward passes of a batch of ``batch`` inputs, summarised by the **median** and 
 percentile** (all in ms). The latency a budget or predictor uses is the 10th percentile (:attr:`LatencyMeasurement.ms`):
 on a shared machine interference only ever *adds* time and comes in bursts that move the median of a whole
 measurement (measured here: the median of 30 runs of a 1 ms network spread 47 % over 5 repetitions, its 10th
-percentile 3 %; ``benchmarks/hw_latency.py``). A measurement is only comparable with measurements of the same :class:`DeviceFingerprint`
+percentile 3 %; ``benchmarks/hw_latency.py``). A measurement is only comparable with measurements of the same
+:class:`DeviceFingerprint`
 (CPU model, threads, runtime and the versions of the libraries that run it): the archive keys every stored latency
 by the fingerprint's id, so measurements from different machines or runtimes never mix.
 

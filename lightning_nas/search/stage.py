@@ -27,6 +27,7 @@ from ..hw.cost import hardware_cost_for
 from ..hw.measure import measure_arch
 from ..space.arch import Arch
 from ..space.task import Task
+from ..stages import RunDir
 from ..tracking import stage_run
 from ..zc.vector import Probe
 from .evaluate import ArchEvaluator, Budget
@@ -64,7 +65,8 @@ class SearchStageConfig:
     population: int = 512
     iterations: int = 20000
     seed: int = 0
-    initial: list[list[int]] = field(default_factory=lambda: [[0, 8, 2, 1], [0, 16, 2, 1], [0, 32, 2, 1], [0, 64, 2, 1]])
+    initial: list[list[int]] = field(
+        default_factory=lambda: [[0, 8, 2, 1], [0, 16, 2, 1], [0, 32, 2, 1], [0, 64, 2, 1]])
     initial_final_channels: int | None = 128
     temperature: float = 0.4
     objective: str = "tcet"
@@ -134,9 +136,7 @@ def run_search_stage(config: SearchStageConfig) -> dict:
     from ..generator import CellGenerator
 
     workdir = Path(config.workdir)
-    path = workdir / "archive.sqlite"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no archive; run the zc stage first (python -m lightning_nas zc ...)")
+    path = RunDir(workdir).require("archive")
     artifacts = CellGenerator.artifact_paths(workdir, config.gvae, config.ccnf, config.clusters)
     generator = CellGenerator.load(**artifacts)
     # a run resumes only with the very same artifacts: their digests are part of the run id
@@ -144,7 +144,8 @@ def run_search_stage(config: SearchStageConfig) -> dict:
     num_clusters = len(generator.clusters["means"])
     for n, stage in enumerate(config.initial):
         if not 0 <= stage[0] < num_clusters:
-            raise ValueError(f"initial[{n}]: cluster {stage[0]}; clusters.json has {num_clusters} (0..{num_clusters - 1})")
+            raise ValueError(f"initial[{n}]: cluster {stage[0]}; "
+                             f"clusters.json has {num_clusters} (0..{num_clusters - 1})")
 
     def gen_cell(cell, cluster, rng):  # GenCell of Algorithm 1: the CCNF at the cluster mean
         return generator.sample(1, cluster=cluster, temperature=config.temperature, seed=rng.randrange(2**31)).cells[0]
@@ -172,7 +173,7 @@ def run_search_stage(config: SearchStageConfig) -> dict:
             bar.update(done)
             start = time.perf_counter()
 
-            def progress(state, bar=bar, start=start, done=done):
+            def progress(state, bar=bar, start=start, done=done, logger=logger):
                 bar.update(1)
                 rate = (state.iterations - done) / max(1e-9, time.perf_counter() - start)
                 best = state.best[1] if state.best else float("nan")

@@ -9,7 +9,7 @@ from torch import nn
 
 from .arch import Arch
 from .cell import Cell
-from .ops import layer_types, build_op
+from .ops import build_op, layer_types
 
 
 def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -23,7 +23,8 @@ class CellBlock(nn.Module):
     """One cell at ``out_channels``: project the input if channels or stride change (ReLU → 1×1 conv → BN), then
     run the op nodes in order; every node sums its inputs, the output sums its inputs."""
 
-    def __init__(self, cell: Cell, in_channels: int, out_channels: int, stride: int = 1, dims: int = 2, se: bool = False):
+    def __init__(self, cell: Cell, in_channels: int, out_channels: int, stride: int = 1, dims: int = 2,
+                 se: bool = False):
         super().__init__()
         conv, bn, _, _ = layer_types(dims)
         self.project = (

@@ -8,12 +8,14 @@ The caller's model is returned exactly as given: module modes, weights, buffers 
 
 Variants implemented (names as in the authors' library ``alethiometer`` 1.1.2):
 
-- **NASWOT** (``nwot``): eval mode, codes ``c = 1[o > 0]`` of every Conv/Linear *output*, ``K = Σ_l c cᵀ + (1−c)(1−c)ᵀ``,
+- **NASWOT** (``nwot``): eval mode, codes ``c = 1[o > 0]`` of every Conv/Linear *output*,
+  ``K = Σ_l c cᵀ + (1−c)(1−c)ᵀ``,
   score ``log|det K|`` (0 when K is singular). Mellor et al.'s original hooks ReLU inputs in train mode — another
   variant, not this one.
 - **LNWOT**: one such log-determinant per layer.
 - **SNIP**: saliency ``|w ⊙ ∂L/∂w|`` summed over Conv/Linear weights (train mode, cross-entropy).
-- **SNIP-SSNR** (``snr_snip``): per layer ``SNR_l = Σ s / std(s)`` (unbiased std; ``Σ s`` if std is 0 or NaN), then the mode
+- **SNIP-SSNR** (``snr_snip``): per layer ``SNR_l = Σ s / std(s)`` (unbiased std; ``Σ s`` if std is 0 or NaN),
+  then the mode
   (``none``, ``log``, ``log1p``; NaN/±inf → 0) per layer, summed.
 - **T-CET** (``tcet_snip_<mode>``): ``Σ_l LNWOT_l · mode(SNR_l)``, pairing each layer's LNWOT with *its own* SNR
   (alethiometer pairs forward-hook order with ``modules()`` order; they agree only when the two orders agree).
@@ -41,7 +43,8 @@ EVAL_PROXIES = ("naswot", "lnwot")
 TRAIN_PROXIES = ("snip", "snip_ssnr")
 COST_PROXIES = ("params", "macs", "flops")
 PROXIES = (*EVAL_PROXIES, *TRAIN_PROXIES, "tcet", "zen", "zico", *COST_PROXIES)
-"""Names :func:`scores` accepts; ``snip_ssnr`` and ``tcet`` also take a mode suffix (``tcet_log1p``, ``snip_ssnr_none``)."""
+"""Names :func:`scores` accepts; ``snip_ssnr`` and ``tcet`` also take a mode suffix (``tcet_log1p``,
+``snip_ssnr_none``)."""
 
 DEFAULT_MODES = {"snip_ssnr": "none", "tcet": "log1p"}
 

@@ -95,7 +95,8 @@ class ZCStageConfig:
         if self.labelled_shape not in (None, "any") or (self.labelled_shape and self.shape != "nb201"):
             raise ValueError(f"labelled_shape: {self.labelled_shape!r}; null, or 'any' together with shape: nb201")
         if self.unlabelled < 1 or not 0 <= self.labelled <= self.unlabelled:
-            raise ValueError(f"labelled/unlabelled: need 0 ≤ labelled ({self.labelled}) ≤ unlabelled ({self.unlabelled})")
+            raise ValueError(f"labelled/unlabelled: need 0 ≤ labelled ({self.labelled}) "
+                             f"≤ unlabelled ({self.unlabelled})")
         if self.probe.source not in PROBE_SOURCES:
             raise ValueError(f"probe.source: {self.probe.source!r}; choose from {PROBE_SOURCES}")
         if self.workers < 1 or self.devices < 0:
