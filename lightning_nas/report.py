@@ -342,7 +342,9 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
     if not all(p.is_file() for p in needed):
         return "Needs the generate and evaluate stages."
     key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
-           "artifacts": _fingerprint(*needed, RunDir(w).archive, Path(config.hand_picked))}
+           # the archive is written all the time (host latencies, layer timings): its probe and labels are the zc
+           # stage's, which its metrics.json fingerprints
+           "artifacts": _fingerprint(*needed, RunDir(w).metrics("zc"), Path(config.hand_picked))}
     out, key_file = RunDir(w).report / "found_vs_alternatives.json", RunDir(w).report / "found_vs_alternatives.key.json"
     if config.refresh or not out.is_file() or _json(key_file) != key:
         rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log)
