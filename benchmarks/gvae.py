@@ -17,8 +17,8 @@ import torch
 from _report import report
 
 from lightning_nas.models import GVAEModule
-from lightning_nas.models.gvae import encode_inputs
 from lightning_nas.space import sample_cells
+from lightning_nas.space.cell import encode_inputs
 from lightning_nas.space.decoding import batch_targets
 
 

@@ -8,7 +8,7 @@ against the true front of the tables (hypervolume ratio), with a plot (CPU, resu
                                          [--out benchmarks/results/nb201_hw_search.md]
 
 **Cells and their ground truth.** The space is the 8,764 reachable NB201 cells (GraphNet cells of the 15,284 NB201
-strings with an input → output path; isomorphic strings are one cell). A cell is reported through ``to_nb201()``
+strings with an input → output path; isomorphic strings are one cell). A cell is reported through ``nb201_from_cell``
 (the isomorphic string with the fewest non-``none`` edges): its CIFAR-10 test accuracy (NATS-Bench-TSS, 200 epochs),
 its CIFAR-10 *validation* accuracy (``cifar10-valid``, via ``NB201Table``) and its **measured** latency on the
 device (HW-NAS-Bench, ``data/hw_nas_bench/nb201_cifar10.csv``, CIFAR-10 inputs) are all that string's. A cell whose

@@ -98,13 +98,13 @@ def _clean(values: dict[str, float], problems: dict[str, str]) -> dict[str, floa
 def evaluate_task(task: dict) -> dict:
     """One (row, probe): every proxy of α_x, with timings. Never raises: a failure is returned as ``error``."""
     from lightning_nas import zc
-    from lightning_nas.space import Cell
+    from lightning_nas.space.nb201 import cell_from_nb201
 
     line = {k: task[k] for k in ("row", "probe", "arch_str", "cifar10", "cifar100", "imagenet16", "config", "workers")}
     try:
         probe = _probe(task["probe"])
         start = time.perf_counter()
-        net = zc.probe_network(Cell.from_nb201(task["arch_str"]), probe)
+        net = zc.probe_network(cell_from_nb201(task["arch_str"]), probe)
         values, problems = zc.evaluate_proxies(net, probe.x, probe.y, PASS_PROXIES)
         t_zico = time.perf_counter()
         values["zico"] = zc.zico(net, probe.x, probe.y)
@@ -126,13 +126,12 @@ def evaluate_task(task: dict) -> dict:
 
 # ---- parent side ------------------------------------------------------------------------------------------------
 def sample_rows(csv_path: Path, n: int, seed: int):
-    from lightning_nas.space import Cell
-    from lightning_nas.space.nb201 import read_nb201_csv
+    from lightning_nas.space.nb201 import cell_from_nb201, read_nb201_csv
 
     reachable = []
     for record in read_nb201_csv(csv_path):
         try:
-            Cell.from_nb201(record.arch_str)
+            cell_from_nb201(record.arch_str)
         except ValueError:
             continue
         reachable.append(record)

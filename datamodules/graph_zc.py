@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_nas.archive import Archive
-from lightning_nas.models.gvae import encode_inputs
+from lightning_nas.space.cell import encode_inputs
 from lightning_nas.space.decoding import batch_targets
 from lightning_nas.zc import ZCNormaliser
 

@@ -28,6 +28,7 @@ from .search.hl_evo import HLEvoConfig, hl_evo, random_within_budget
 from .select import training_config
 from .space.arch import Arch
 from .space.task import Task
+from .stages import RunDir
 from .studies import graphnet_cell
 from .zc.vector import Probe
 
@@ -35,9 +36,9 @@ NAMES = ("found", "hand-picked", "random", "evo")
 
 
 def _evaluator(workdir: Path) -> tuple[ArchEvaluator, int]:
-    generated = json.loads((workdir / "generate" / "metrics.json").read_text())
+    generated = json.loads((RunDir(workdir).metrics("generate")).read_text())
     budget = {k: v for k, v in generated["budget"].items() if v is not None}
-    with Archive(workdir / "archive.sqlite", create=False) as archive:
+    with Archive(RunDir(workdir).archive, create=False) as archive:
         probe = Probe.from_archive(archive)
     limits = Budget("compare", budget.get("params"), budget.get("macs"), budget.get("flops"))
     return ArchEvaluator(probe, limits, "tcet", Task.from_json(generated["task"])), int(generated["candidates"])

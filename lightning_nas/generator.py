@@ -108,7 +108,7 @@ class CellGenerator:
     def from_workdir(cls, workdir: str | Path, gvae=None, ccnf=None, clusters=None) -> CellGenerator:
         """The generator of a run directory: G-VAE, CCNF and clusters from :meth:`artifact_paths`, the clusters
         checked against the run's archive too when it has one."""
-        archive = Path(workdir) / "archive.sqlite"
+        archive = RunDir(workdir).archive
         return cls.load(**cls.artifact_paths(workdir, gvae, ccnf, clusters),
                         archive=archive if archive.is_file() else None)
 

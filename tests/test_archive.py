@@ -18,6 +18,7 @@ import torch
 
 from lightning_nas.archive import SCHEMA_VERSION, Archive, ArchiveError, ArchiveNotFoundError
 from lightning_nas.space.cell import Cell, sample_cells
+from lightning_nas.space.nb201 import cell_from_nb201
 
 REPO = Path(__file__).resolve().parents[1]
 INJECTION = "x'); DROP TABLE cells; --"
@@ -75,7 +76,7 @@ def test_cells_round_trip_dedup_and_sample_order(tmp_path):
 
 
 def test_op_set_is_enforced(tmp_path):
-    nb201_cell = Cell.from_nb201(
+    nb201_cell = cell_from_nb201(
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
     )
     with Archive(tmp_path / "nb.sqlite", op_set="nb201") as archive:

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
 
-from lightning_nas.space import Cell
 from lightning_nas.space.nb201 import NB201_DATA, cell_from_nb201, read_nb201_csv
 from lightning_nas.zc import (
     AZ_NAS_COMPONENTS,
@@ -190,7 +189,7 @@ def test_aggregate_is_order_invariant_and_nan_is_worst():
 
 # ---- α_x of real cells -----------------------------------------------------------------------------------------
 def test_az_nas_cell_is_deterministic_and_leaves_nothing_behind():
-    cell = Cell.from_nb201(NB201_CELL)
+    cell = cell_from_nb201(NB201_CELL)
     probe = Probe.from_source("gaussian", seed=0, batch_size=8)
     first, second = az_nas_cell(cell, probe), az_nas_cell(cell, probe)
     assert first == second

@@ -134,9 +134,9 @@ def test_result_row_has_the_contract(space):
     assert list(row)[: len(hw.CONTRACT)] == list(hw.CONTRACT)
     json.dumps(row)
     from lightning_nas.hw import HWNASBench
-    from lightning_nas.space import Cell
+    from lightning_nas.space.nb201 import cell_from_nb201, nb201_from_cell
 
-    assert Cell.from_nb201(row["arch_str"]).to_nb201() == row["arch_str"]  # the reported string
+    assert nb201_from_cell(cell_from_nb201(row["arch_str"])) == row["arch_str"]  # the reported string
     assert row["latency_ms"] == HWNASBench().lookup(row["arch_str"], device)
     assert row["cifar10"] == space.table.records[row["arch_str"]].cifar10
     assert row["within_budget"] == (row["latency_ms"] <= budget_ms)

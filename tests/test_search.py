@@ -15,6 +15,7 @@ from lightning_nas.search.mutations import mutate_cell
 from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
 from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
+from lightning_nas.space.nb201 import cell_from_nb201
 from lightning_nas.space.task import TASKS
 from lightning_nas.zc import Probe
 from tests.conftest import REPO
@@ -67,7 +68,7 @@ def test_cell_mutations_give_valid_different_cells_and_reach_every_kind_of_chang
         kinds.add("op" if child.ops != cell.ops else "add" if len(child.edges) > len(cell.edges) else "remove")
         cell = child
     assert kinds == {"op", "add", "remove"}
-    nb201 = mutate_cell(Cell.from_nb201("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
+    nb201 = mutate_cell(cell_from_nb201("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|"
                                         "nor_conv_3x3~1|nor_conv_1x1~2|"), rng, op_set="nb201")
     assert set(nb201.ops) <= {"conv_k1", "conv_k3", "avg_pool_k3", "skip"}
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lightning_nas.space import OPS, Arch, Cell, CellBlock, Stage, build_network, build_op, count_cost
+from lightning_nas.space.nb201 import cell_from_nb201
 
 PROPERTY = settings(deadline=None, max_examples=25, database=None)
 
@@ -295,7 +296,7 @@ def _multi_stage_arch():
     )
 
 
-@pytest.mark.parametrize("make", [lambda: Arch.zc_probe(Cell.from_nb201(NB201_BEST)), _multi_stage_arch])
+@pytest.mark.parametrize("make", [lambda: Arch.zc_probe(cell_from_nb201(NB201_BEST)), _multi_stage_arch])
 def test_arch_json_round_trip(make):
     arch = make()
     spec = arch.to_json()
@@ -488,7 +489,7 @@ def test_count_cost_rejects_wrong_input_shape_1d():
 
 # ---- 5. the ZC probe network of NB201's best cell --------------------------------------------------------------------
 def test_zc_probe_of_best_nb201_cell_has_about_nb201_params():
-    cell = Cell.from_nb201(NB201_BEST)
+    cell = cell_from_nb201(NB201_BEST)
     # edge ops become op nodes: four conv3, one conv1 and one skip
     assert sorted(cell.ops) == sorted(["conv_k3"] * 4 + ["conv_k1", "skip"])
     net = build_network(Arch.zc_probe(cell), num_classes=10)

@@ -102,7 +102,7 @@ class HardwareCost:
                           ) -> HardwareCost:
         """Fit ``device``'s tables on ``cells`` NB201 cells drawn (seeded) from HW-NAS-Bench (see module docstring)."""
         from ..space.arch import Arch
-        from ..space.cell import Cell
+        from ..space.nb201 import cell_from_nb201
         from ..space.network import build_network
 
         if device not in HW_DEVICES:
@@ -118,7 +118,7 @@ class HardwareCost:
         for i in rows:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model = build_network(Arch.zc_probe(Cell.from_nb201(table.strings[i])), 3, 10)
+                model = build_network(Arch.zc_probe(cell_from_nb201(table.strings[i])), 3, 10)
             feats.append(network_features(model, (3, 32, 32)))
         return cls.fit(device, np.stack(feats), {u: v[rows] for u, v in units.items()},
                        {"source": "HW-NAS-Bench", "table": table.path.name, "cells": len(rows), "seed": seed})
@@ -186,10 +186,10 @@ def calibrated_margin(features: np.ndarray, y: np.ndarray, quantile: float = 0.9
 
 
 def _reachable(arch_str: str) -> bool:
-    from ..space.cell import Cell
+    from ..space.nb201 import cell_from_nb201
 
     try:
-        Cell.from_nb201(arch_str)
+        cell_from_nb201(arch_str)
     except ValueError:
         return False
     return True

@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import nnls
 from torch import nn
 
-from ..space.nb201 import parse_nb201
+from ..space.nb201 import cell_from_nb201, parse_nb201
 
 NB201_OP_NAMES = ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect")
 _LIVE_NAMES = {"nor_conv_3x3": "conv_k3", "nor_conv_1x1": "conv_k1", "avg_pool_3x3": "avg_pool_k3",
@@ -40,12 +40,11 @@ def nb201_features(arch_str: str) -> np.ndarray:
     """Features of an NB201 cell: ``[1, count of each op over the six edges (4), count of each op on the live edges
     (4), live additions, one-hot of each edge's op (6 × 4)]``. Live edges are those on an input → output path (the
     GraphNet cell's op nodes); additions are the live op nodes' extra inputs (in-degree − 1 summed)."""
-    from ..space.cell import Cell
 
     ops = [op for _, _, op in parse_nb201(arch_str)]
     counts = [ops.count(name) for name in NB201_OP_NAMES]
     try:
-        cell = Cell.from_nb201(arch_str)
+        cell = cell_from_nb201(arch_str)
         live = [cell.ops.count(_LIVE_NAMES[name]) for name in NB201_OP_NAMES]
         adds = sum(max(0, len(p) - 1) for p in cell.predecessors)
     except ValueError:  # no input → output path: nothing in the cell computes anything that reaches the output

@@ -39,7 +39,7 @@ from torchmetrics.functional import r2_score, spearman_corrcoef
 
 from .checkpoint import load_module
 
-from ..space.cell import ENCODING_FEATURES, ENCODING_NODES, Cell
+from ..space.cell import ENCODING_FEATURES, ENCODING_NODES, Cell, encode_inputs
 from ..space.decoding import (
     ABSENT,
     MAX_OP_NODES,
@@ -54,12 +54,6 @@ ENCODING_VERSION = 1
 """Version of the (cell encoding, decoder targets) pair a checkpoint was trained with."""
 _NODE_LOGITS = NUM_TYPE_CLASSES + NUM_KERNELS + MAX_OP_NODES + 1
 _PARENT_MASK = torch.ones(MAX_OP_NODES, MAX_OP_NODES + 1, dtype=torch.bool).tril(0)  # slot s: positions 0..s
-
-
-def encode_inputs(cells: Sequence[Cell]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stacked encoder inputs: B×9×9 adjacency and B×9×16 node features (see :meth:`Cell.to_tensors`)."""
-    adj, feat = zip(*(c.to_tensors() for c in cells), strict=True)
-    return torch.stack(adj), torch.stack(feat)
 
 
 class GraphEncoder(nn.Module):

@@ -327,19 +327,6 @@ class Cell:
         ops = tuple(rng.choice(ops_by_type[rng.choice(types)]) for _ in range(n))
         return cls(ops, tuple(edges))
 
-    @classmethod
-    def from_nb201(cls, arch_str: str) -> Cell:
-        """The NAS-Bench-201 cell ``arch_str`` in this space (see :mod:`lightning_nas.space.nb201`)."""
-        from .nb201 import cell_from_nb201
-
-        return cell_from_nb201(arch_str)
-
-    def to_nb201(self) -> str | None:
-        """An NAS-Bench-201 string of this cell (without dead edges), or ``None`` if it is not an NB201 cell."""
-        from .nb201 import nb201_from_cell
-
-        return nb201_from_cell(self)
-
 
 def sample_cells(
     n: int, seed: int = 0, op_set: str | Sequence[str] = "graphnet", num_op_nodes: int | None = None
@@ -404,6 +391,13 @@ def _canonical_order(cell: Cell) -> list[int]:
 
 def _is_index(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def encode_inputs(cells: Sequence[Cell]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stacked graph-encoder inputs of ``cells``: B×9×9 adjacency and B×9×16 node features
+    (:meth:`Cell.to_tensors`)."""
+    adj, feat = zip(*(c.to_tensors() for c in cells), strict=True)
+    return torch.stack(adj), torch.stack(feat)
 
 
 def _ranks(keys: list) -> list[int]:

@@ -34,6 +34,7 @@ from .. import __version__
 from ..archive import CLAIM_LEASE_S, Archive
 from ..space import Cell, resolve_op_set, sample_cells
 from ..space.nb201 import nb201_from_cell, sample_nb201_cells
+from ..stages import RunDir
 from .vector import PROBE_SOURCES, Probe, ZCNormaliser, cell_scores
 
 
@@ -247,7 +248,7 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
     probe = Probe.from_source(config.probe.source, config.probe.seed, config.probe.batch_size, config.probe.data_dir)
     (stage_dir / "config.json").write_text(json.dumps(_describe(config, probe), indent=2))
 
-    with Archive(workdir / "archive.sqlite", op_set=config.op_set) as archive:
+    with Archive(RunDir(workdir).archive, op_set=config.op_set) as archive:
         archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y, {"batch_size": config.probe.batch_size})
         cells = list(sample_nb201_cells(config.unlabelled, config.seed) if config.shape == "nb201" else
                      sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
