@@ -59,8 +59,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from datamodules.nb360.tasks import NB360_TASKS, NB360Task  # noqa: E402
 from lightning_nas.space.cost import count_cost  # noqa: E402
+from lightning_nas.tasks import NB360_TASKS, NB360Task  # noqa: E402
 
 
 class WRNBlock(nn.Module):

@@ -16,8 +16,8 @@ from scipy.io import savemat
 
 from datamodules.files import read_pickle
 from datamodules.nb360 import NB360_TASKS, ArrayUnpickler, NB360DataModule
-from datamodules.nb360.objectives import COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss
 from datamodules.nb360.tasks import ECG_CLASSES
+from lightning_nas.tasks.objectives import COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss
 
 RNG = np.random.default_rng(0)
 
@@ -363,7 +363,7 @@ def test_deepsea_auroc_ranks_every_batch_on_the_sigmoid_scale():
     rank its samples against the other batch's probabilities."""
     from sklearn.metrics import roc_auc_score
 
-    from datamodules.nb360.objectives import MultilabelAUROCOfFloatTargets
+    from lightning_nas.tasks.objectives import MultilabelAUROCOfFloatTargets
 
     logits = [torch.tensor([[0.2, 0.0], [0.9, 0.0], [0.5, 0.0], [0.1, 0.0]]),
               torch.tensor([[-3.0, 0.0], [2.0, 0.0], [0.3, 0.0], [-0.5, 0.0]])]

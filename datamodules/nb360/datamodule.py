@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lightning_nas.tasks import NB360_TASKS
+
 from ..splits import SplitDataModule
-from .tasks import NB360_TASKS
+from .tasks import READERS
 
 PUBLISHED_AT = "NAS-Bench-360 (https://nb360.ml.cmu.edu, the data the NB360 and DASH loaders download)"
 
 
 class NB360DataModule(SplitDataModule):
     """The ``train``/``val``/``test`` splits of one NAS-Bench-360 task (see :mod:`datamodules.nb360.tasks` for the
-    files each task reads and how); ``self.task`` holds its shapes, loss and metric.
+    files each task reads and how); ``self.task`` holds its shapes, loss and metric (:mod:`lightning_nas.tasks`).
 
     Args:
         task: a key of :data:`NB360_TASKS`.
@@ -44,4 +46,4 @@ class NB360DataModule(SplitDataModule):
                 f"{', '.join(self.task.files)} from data_dir; download them from {PUBLISHED_AT} and put them in "
                 f"{folder.resolve()}"
             )
-        self.splits = self.task.read(folder, self.hparams.val_fraction, self.hparams.seed)
+        self.splits = READERS[self.task.name](folder, self.hparams.val_fraction, self.hparams.seed)

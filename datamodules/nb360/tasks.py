@@ -1,4 +1,5 @@
-"""The eight NAS-Bench-360 tasks: what each reads from its published files, and its loss and metric.
+"""The eight NAS-Bench-360 tasks' published files and how each is read (their shapes, losses and metrics:
+:mod:`lightning_nas.tasks.nb360`).
 
 Each reader takes the task's ``data_dir`` and returns the ``train``/``val``/``test`` datasets of ``(x, y)`` pairs.
 Tasks with a published validation split use it; ECG uses its loader's record split; the others hold out a seeded
@@ -37,30 +38,16 @@ Tasks with a published validation split use it; ECG uses its loader's record spl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from lightning_nas.tasks.objectives import COSMIC_IGNORE
 
 from ..files import read_mat, read_npy, read_npy_dict, read_npz, read_pickle, require_keys, require_shape
-from .objectives import (
-    COSMIC_IGNORE,
-    ContactDistanceMAE,
-    FalseNegativeRate,
-    FocalLoss,
-    MaskedBCEWithLogitsLoss,
-    MultilabelAUROCOfFloatTargets,
-    OneMinusPixelAUROC,
-    RelativeL2Error,
-    RelativeL2Loss,
-)
 
 Splits = dict[str, Dataset]
 
@@ -290,74 +277,8 @@ def read_deepsea(folder: Path, val_fraction: float, seed: int) -> Splits:
     return splits
 
 
-@dataclass(frozen=True)
-class NB360Task:
-    """A NAS-Bench-360 task: tensor shapes, the published files read from ``data_dir``, the training loss and the
-    evaluation metrics. ``metric``/``metric_name`` is the headline metric — the number the paper's tables report, the
-    checkpoint monitor and ``metrics.json``'s ``test_metric`` (``metric_direction``: "min" or "max" is better);
-    ``extra_metrics`` are (name, factory) pairs logged beside it (Cosmic: 1 − AUROC headline, FNR beside it).
-    :meth:`metrics` builds them all. ``num_outputs`` counts classes or labels, or output channels per pixel for
-    ``dense`` tasks, whose outputs keep the input's resolution."""
-
-    name: str
-    input_shape: tuple[int, ...]
-    num_outputs: int
-    dense: bool
-    files: tuple[str, ...]
-    loss: Callable[[], nn.Module]
-    metric: Callable[[], Metric]
-    metric_name: str
-    metric_direction: str
-    read: Callable[[Path, float, int], Splits]
-    extra_metrics: tuple[tuple[str, Callable[[], Metric]], ...] = ()
-
-    @property
-    def dims(self) -> int:
-        """1 for sequences, 2 for images and maps."""
-        return len(self.input_shape) - 1
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """The headline metric's name, then the extra metrics' names."""
-        return (self.metric_name, *(name for name, _ in self.extra_metrics))
-
-    def metrics(self, prefix: str | None = None) -> MetricCollection:
-        """Fresh instances of every metric of the task, keyed by name (headline first), ``prefix`` before each key:
-        update it with (outputs, targets), log it with ``LightningModule.log_dict``."""
-        metrics = {self.metric_name: self.metric(), **{name: make() for name, make in self.extra_metrics}}
-        return MetricCollection(metrics, prefix=prefix, compute_groups=False)
-
-
-_ACCURACY = {"metric_name": "accuracy", "metric_direction": "max"}  # the tables report error % = 100·(1 − accuracy)
-
-NB360_TASKS: dict[str, NB360Task] = {task.name: task for task in (
-    NB360Task(name="spherical", input_shape=(3, 60, 60), num_outputs=100, dense=False, files=("s2_cifar100.gz",),
-              loss=nn.CrossEntropyLoss, metric=partial(MulticlassAccuracy, num_classes=100, average="micro"),
-              **_ACCURACY, read=read_spherical),
-    NB360Task(name="darcy_flow", input_shape=(3, 85, 85), num_outputs=1, dense=True,
-              files=("piececonst_r421_N1024_smooth1.mat", "piececonst_r421_N1024_smooth2.mat"),
-              loss=RelativeL2Loss, metric=RelativeL2Error, metric_name="relative_l2", metric_direction="min",
-              read=read_darcy_flow),
-    NB360Task(name="psicov", input_shape=(57, 128, 128), num_outputs=1, dense=True,
-              files=("deepcov.lst", "psicov.lst", "deepcov/features", "deepcov/distance", "psicov/features",
-                     "psicov/distance"),
-              loss=nn.MSELoss, metric=ContactDistanceMAE, metric_name="mae8", metric_direction="min", read=read_psicov),
-    NB360Task(name="cosmic", input_shape=(1, 128, 128), num_outputs=1, dense=True,
-              files=("train_dirs.npy", "test_dirs.npy"), loss=MaskedBCEWithLogitsLoss, metric=OneMinusPixelAUROC,
-              metric_name="one_minus_auroc", metric_direction="min", extra_metrics=(("fnr", FalseNegativeRate),),
-              read=read_cosmic),
-    NB360Task(name="ninapro", input_shape=(1, 16, 52), num_outputs=18, dense=False,
-              files=tuple(f"{kind}_{split}.npy" for split in ("train", "val", "test") for kind in ("ninapro", "label")),
-              loss=FocalLoss, metric=partial(MulticlassAccuracy, num_classes=18, average="micro"), **_ACCURACY,
-              read=read_ninapro),
-    NB360Task(name="ecg", input_shape=(1, 1000), num_outputs=4, dense=False, files=("challenge2017.pkl",),
-              loss=nn.CrossEntropyLoss, metric=partial(MulticlassF1Score, num_classes=4, average="macro"),
-              metric_name="macro_f1", metric_direction="max", read=read_ecg),
-    NB360Task(name="satellite", input_shape=(1, 46), num_outputs=24, dense=False,
-              files=("satellite_train.npy", "satellite_test.npy"), loss=nn.CrossEntropyLoss,
-              metric=partial(MulticlassAccuracy, num_classes=24, average="micro"), **_ACCURACY, read=read_satellite),
-    NB360Task(name="deepsea", input_shape=(4, 1000), num_outputs=36, dense=False, files=("deepsea_filtered.npz",),
-              loss=lambda: nn.BCEWithLogitsLoss(pos_weight=torch.full((36,), 4.0)),
-              metric=partial(MultilabelAUROCOfFloatTargets, num_labels=36, average="macro"), metric_name="auroc",
-              metric_direction="max", read=read_deepsea),
-)}
+READERS: dict[str, Callable[[Path, float, int], Splits]] = {
+    "spherical": read_spherical, "darcy_flow": read_darcy_flow, "psicov": read_psicov, "cosmic": read_cosmic,
+    "ninapro": read_ninapro, "ecg": read_ecg, "satellite": read_satellite, "deepsea": read_deepsea,
+}
+"""The reader of each task of :data:`lightning_nas.tasks.NB360_TASKS` (``(data_dir, val_fraction, seed)`` → splits)."""

@@ -41,7 +41,7 @@ def load_arch(arch: str | Path | dict[str, Any] | Arch) -> Arch:
 
 def nb360_task(name: str):
     """The NAS-Bench-360 task ``name`` (shapes, loss, metric) from :mod:`datamodules.nb360`."""
-    from datamodules.nb360 import NB360_TASKS
+    from ..tasks import NB360_TASKS
 
     if name not in NB360_TASKS:
         raise ValueError(f"task: {name!r} is not a NAS-Bench-360 task; known: {', '.join(NB360_TASKS)}")

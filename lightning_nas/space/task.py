@@ -155,7 +155,7 @@ TASKS: dict[str, Task] = {
 
 
 def _nb360_tasks() -> dict[str, Task]:
-    from datamodules.nb360 import NB360_TASKS
+    from ..tasks import NB360_TASKS
 
     return {name: Task(name, t.input_shape[0], tuple(t.input_shape[1:]), t.num_outputs, dense=t.dense)
             for name, t in NB360_TASKS.items()}
