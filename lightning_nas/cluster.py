@@ -32,7 +32,7 @@ import platform
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +149,39 @@ def _full_covariances(model) -> np.ndarray:
     return np.stack([v * np.eye(p) for v in cov])  # spherical
 
 
+@dataclass
+class ClusterFit:
+    """A :func:`fit_clusters` result: ``k`` (chosen), ``k_bic``/``k_aic`` (each curve's plateau), ``ks``, ``bic``,
+    ``aic`` (the curves, one value per K, ascending), ``weights`` (K), ``means`` (K×P), ``covariances`` (K×P×P full
+    matrices whatever ``covariance_type``), ``labels`` (the most likely component of each row of ``z``),
+    ``log_likelihood`` (mean per row at K), ``converged`` (per K, whether EM converged within sklearn's
+    ``max_iter``), the settings, and ``model``: the fitted ``sklearn.mixture.GaussianMixture`` at K. Components are
+    numbered by decreasing weight, in the lists and in ``model`` alike."""
+
+    k: int
+    k_bic: int
+    k_aic: int
+    ks: list[int]
+    bic: list[float]
+    aic: list[float]
+    weights: list[float]
+    means: list[list[float]]
+    covariances: list
+    labels: list[int]
+    log_likelihood: float
+    converged: list[bool]
+    covariance_type: str
+    seed: int
+    n_init: int
+    tolerance: float
+    model: object = field(repr=False, compare=False)
+    rule: str = RULE
+
+    def to_json(self) -> dict:
+        """Every field but the model, as plain JSON values."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+
+
 def fit_clusters(
     z: np.ndarray | torch.Tensor,
     ks: Iterable[int],
@@ -157,18 +190,9 @@ def fit_clusters(
     n_init: int = 3,
     tolerance: float = 0.05,
     threads: int | None = 1,
-) -> dict:
-    """Fit ``GaussianMixture(K)`` on the rows of ``z`` for every K in ``ks`` and keep the one :func:`choose_k` picks.
-
-    Returns a dict with
-    ``K`` (chosen), ``k_bic``/``k_aic`` (each curve's plateau), ``ks``, ``bic``, ``aic`` (the curves, one value per
-    K, ascending), ``weights`` (K), ``means`` (K×P), ``covariances`` (K×P×P full matrices whatever
-    ``covariance_type``), ``labels`` (the most likely component of each row of ``z``), ``log_likelihood`` (mean per
-    row at K), ``converged`` (per K, whether EM converged within sklearn's ``max_iter``), ``covariance_type``,
-    ``seed``, ``n_init``, ``rule`` (:data:`RULE`) and ``tolerance`` — all plain Python lists/numbers, JSON-ready —
-    and ``model``: the fitted ``sklearn.mixture.GaussianMixture`` at K (not serialisable; leave it out of JSON).
-    Components are numbered by decreasing weight, in the lists and in ``model`` alike. Same inputs and seed give
-    the same result.
+) -> ClusterFit:
+    """Fit ``GaussianMixture(K)`` on the rows of ``z`` for every K in ``ks`` and keep the one :func:`choose_k` picks
+    (:class:`ClusterFit`). Same inputs and seed give the same result.
 
     ``threads`` caps the BLAS/OpenMP threads of the fits (``None``: the libraries' defaults). The default 1 is
     deliberate: z has a handful of dimensions, so EM's matrix products are too small to gain from threads, and on
@@ -200,33 +224,15 @@ def fit_clusters(
             aic.append(float(model.aic(x)))
             converged.append(bool(model.converged_))
 
-    k_bic, k_aic = plateau_k(ks, bic, tolerance), plateau_k(ks, aic, tolerance)
-    chosen = min(k_bic, k_aic)
+    chosen = choose_k(ks, bic, aic, tolerance)
     model = models[ks.index(chosen)]
     _sort_components(model)
     with threadpool_limits(limits=threads):
         labels = model.predict(x).tolist()
         log_likelihood = float(model.score(x))
-    return {
-        "K": chosen,
-        "k_bic": k_bic,
-        "k_aic": k_aic,
-        "ks": ks,
-        "bic": bic,
-        "aic": aic,
-        "weights": model.weights_.tolist(),
-        "means": model.means_.tolist(),
-        "covariances": _full_covariances(model).tolist(),
-        "labels": labels,
-        "log_likelihood": log_likelihood,
-        "converged": converged,
-        "covariance_type": covariance_type,
-        "seed": seed,
-        "n_init": n_init,
-        "rule": RULE,
-        "tolerance": tolerance,
-        "model": model,
-    }
+    return ClusterFit(chosen, plateau_k(ks, bic, tolerance), plateau_k(ks, aic, tolerance), ks, bic, aic,
+                      model.weights_.tolist(), model.means_.tolist(), _full_covariances(model).tolist(), labels,
+                      log_likelihood, converged, covariance_type, seed, n_init, tolerance, model)
 
 
 # ---- clusters.json: the one writer and the one reader ---------------------------------------------------------------
@@ -489,7 +495,7 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
+def plot_curves(path: str | os.PathLike, fit: ClusterFit, title: str = "") -> None:
     """Save a PNG of the BIC and AIC curves of a :func:`fit_clusters` result with the chosen K marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -497,15 +503,15 @@ def plot_curves(path: str | os.PathLike, fit: dict, title: str = "") -> None:
     fig = Figure(figsize=(6.4, 4.0))
     FigureCanvasAgg(fig)  # the Agg backend, without pyplot's global state
     ax = fig.add_subplot()
-    ks, k = fit["ks"], fit["K"]
-    ax.plot(ks, fit["bic"], "o-", ms=3, label=f"BIC (plateau at K = {fit['k_bic']})")
-    ax.plot(ks, fit["aic"], "s-", ms=3, label=f"AIC (plateau at K = {fit['k_aic']})")
+    ks, k = fit.ks, fit.k
+    ax.plot(ks, fit.bic, "o-", ms=3, label=f"BIC (plateau at K = {fit.k_bic})")
+    ax.plot(ks, fit.aic, "s-", ms=3, label=f"AIC (plateau at K = {fit.k_aic})")
     ax.axvline(k, color="k", ls="--", lw=1, label=f"chosen K = {k}")
     i = ks.index(k)
-    ax.plot([k, k], [fit["bic"][i], fit["aic"][i]], "k*", ms=10)
+    ax.plot([k, k], [fit.bic[i], fit.aic[i]], "k*", ms=10)
     ax.set_xlabel("number of components K")
     ax.set_ylabel("information criterion (lower is better)")
-    ax.set_title(title or f"GMM: chosen K = {k} (tolerance {fit['tolerance']})", fontsize=9)
+    ax.set_title(title or f"GMM: chosen K = {k} (tolerance {fit.tolerance})", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -547,7 +553,7 @@ def plot_latent_map(path: str | os.PathLike, latents: np.ndarray, labels: np.nda
 
 def gmm_from_fit(fit: dict):
     """A fitted scikit-learn ``GaussianMixture`` from stored weights, means and full covariances (no refitting):
-    a :func:`fit_clusters` result or a loaded ``clusters.json``."""
+    a loaded ``clusters.json`` or :meth:`ClusterFit.to_json`."""
     from sklearn.mixture import GaussianMixture
 
     gmm = GaussianMixture(n_components=len(fit["weights"]), covariance_type="full")
@@ -559,7 +565,7 @@ def gmm_from_fit(fit: dict):
 
 
 def _assign_through_gvae(
-    archive: Archive, config: ClusterStageConfig, normaliser: ZCNormaliser, fit: dict, labelled: set[str]
+    archive: Archive, config: ClusterStageConfig, normaliser: ZCNormaliser, fit: ClusterFit, labelled: set[str]
 ) -> dict[str, int]:
     """Components of every archived cell outside ``labelled``: the GMM applied to q(f(x)) of a trained G-VAE."""
     from tqdm.auto import tqdm
@@ -573,7 +579,7 @@ def _assign_through_gvae(
             f"gvae: {config.gvae} was trained with another ZC normaliser than probe's in {archive.path}; train the "
             "G-VAE on this archive (python -m lightning_nas fit --config configs/gvae.yaml)"
         )
-    gmm = gmm_from_fit(fit)
+    gmm = gmm_from_fit(fit.to_json())
     out: dict[str, int] = {}
     batch: list = []
 
@@ -644,7 +650,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
             tolerance=config.tolerance,
         )
         seconds = time.perf_counter() - start
-        assignments = dict(zip(hashes, fit["labels"], strict=True))
+        assignments = dict(zip(hashes, fit.labels, strict=True))
         sources = dict.fromkeys(assignments, "zc")
         if config.gvae is not None:
             predicted = _assign_through_gvae(archive, config, normaliser, fit, set(assignments))
@@ -653,26 +659,26 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         archive.set_clusters(probe_id, assignments, source=sources)
         op_set = archive.op_set
 
-    k, i = fit["K"], fit["ks"].index(fit["K"])
+    k, i = fit.k, fit.ks.index(fit.k)
     write_clusters(
         stage_dir / "clusters.json",
-        fit["means"],
-        weights=fit["weights"],
-        covariances=fit["covariances"],
+        fit.means,
+        weights=fit.weights,
+        covariances=fit.covariances,
         archive=path,
         probe_id=probe_id,
         normaliser=normaliser,
         gvae=config.gvae,
-        covariance_type=fit["covariance_type"],
-        ks=fit["ks"],
-        bic=fit["bic"],
-        aic=fit["aic"],
-        k_bic=fit["k_bic"],
-        k_aic=fit["k_aic"],
-        rule=fit["rule"],
-        tolerance=fit["tolerance"],
-        converged=fit["converged"],
-        log_likelihood=fit["log_likelihood"],
+        covariance_type=fit.covariance_type,
+        ks=fit.ks,
+        bic=fit.bic,
+        aic=fit.aic,
+        k_bic=fit.k_bic,
+        k_aic=fit.k_aic,
+        rule=fit.rule,
+        tolerance=fit.tolerance,
+        converged=fit.converged,
+        log_likelihood=fit.log_likelihood,
         cells=len(hashes),
         skipped=len(rows) - len(hashes),
         op_set=op_set,
@@ -684,19 +690,19 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         stage_dir / "bic_aic.png",
         fit,
         f"GMM ({config.covariance_type}) on {len(hashes)} cells, probe {probe_id}: K = {k} "
-        f"(BIC {fit['k_bic']}, AIC {fit['k_aic']}, tol {config.tolerance})",
+        f"(BIC {fit.k_bic}, AIC {fit.k_aic}, tol {config.tolerance})",
     )
     metrics = {
         "k": k,
-        "k_bic": fit["k_bic"],
-        "k_aic": fit["k_aic"],
+        "k_bic": fit.k_bic,
+        "k_aic": fit.k_aic,
         "cells": len(hashes),
         "skipped": len(rows) - len(hashes),
         "gvae_assigned": len(assignments) - len(hashes),
-        "bic_at_k": fit["bic"][i],
-        "aic_at_k": fit["aic"][i],
-        "log_likelihood": fit["log_likelihood"],
-        "min_weight": min(fit["weights"]),
+        "bic_at_k": fit.bic[i],
+        "aic_at_k": fit.aic[i],
+        "log_likelihood": fit.log_likelihood,
+        "min_weight": min(fit.weights),
         "fit_seconds": round(seconds, 4),
         "probe": probe_id,
     }
@@ -705,7 +711,7 @@ def run_cluster_stage(config: ClusterStageConfig) -> dict:
         from .tracking import log_stage
 
         log_stage("cluster", stage_dir, asdict(config), {**metrics, **{f"bic/k={n}": v for n, v in
-                                                                       zip(fit["ks"], fit["bic"], strict=True)}},
+                                                                       zip(fit.ks, fit.bic, strict=True)}},
                   {"bic_aic": stage_dir / "bic_aic.png"})
     return metrics
 

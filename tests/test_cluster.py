@@ -104,31 +104,31 @@ def _same_partition(a, b) -> bool:
 def test_fit_clusters_finds_the_true_k(k):
     x, truth = mixture(k, seed=k)
     fit = fit_clusters(torch.from_numpy(x) if k == 5 else x, range(1, 13), seed=0)
-    assert fit["K"] == k
-    assert fit["ks"] == list(range(1, 13)) and len(fit["bic"]) == len(fit["aic"]) == 12
-    assert fit["k_bic"] <= k and fit["k_aic"] <= k
-    assert fit["rule"] == RULE and fit["tolerance"] == 0.05 and all(fit["converged"])
-    weights = np.array(fit["weights"])
+    assert fit.k == k
+    assert fit.ks == list(range(1, 13)) and len(fit.bic) == len(fit.aic) == 12
+    assert fit.k_bic <= k and fit.k_aic <= k
+    assert fit.rule == RULE and fit.tolerance == 0.05 and all(fit.converged)
+    weights = np.array(fit.weights)
     assert weights.shape == (k,) and weights.sum() == pytest.approx(1) and (np.diff(weights) <= 0).all()
-    assert np.array(fit["means"]).shape == (k, 4)
-    cov = np.array(fit["covariances"])
+    assert np.array(fit.means).shape == (k, 4)
+    cov = np.array(fit.covariances)
     assert cov.shape == (k, 4, 4) and np.allclose(cov, np.eye(4), atol=0.35)  # unit variance recovered
-    assert _same_partition(fit["labels"], truth.tolist())
+    assert _same_partition(fit.labels, truth.tolist())
     # the model is the one at K, numbered like the lists
-    model = fit["model"]
-    assert model.n_components == k and model.predict(x).tolist() == fit["labels"]
-    assert np.allclose(model.means_, fit["means"])
-    json.dumps({key: value for key, value in fit.items() if key != "model"}, allow_nan=False)  # JSON-ready
+    model = fit.model
+    assert model.n_components == k and model.predict(x).tolist() == fit.labels
+    assert np.allclose(model.means_, fit.means)
+    json.dumps(fit.to_json(), allow_nan=False)  # JSON-ready
 
 
 def test_fit_clusters_is_deterministic_and_converts_covariances():
     x, _ = mixture(3, n=60, seed=1)
     a, b = fit_clusters(x, [2, 3, 4], seed=7), fit_clusters(x, [4, 3, 2], seed=7)
-    assert {k: v for k, v in a.items() if k != "model"} == {k: v for k, v in b.items() if k != "model"}
+    assert a == b and a.to_json() == b.to_json()  # the model is not compared
     for covariance_type in ("tied", "diag", "spherical"):
         fit = fit_clusters(x, [2, 3, 4], covariance_type=covariance_type)
-        assert fit["K"] == 3 and np.array(fit["covariances"]).shape == (3, 4, 4)
-        assert fit["model"].predict(x).tolist() == fit["labels"]
+        assert fit.k == 3 and np.array(fit.covariances).shape == (3, 4, 4)
+        assert fit.model.predict(x).tolist() == fit.labels
     with pytest.raises(ValueError, match="NaN"):
         fit_clusters(np.array([[0.0, np.nan], [1.0, 2.0]]), [1])
     with pytest.raises(ValueError, match="at least that many rows"):

@@ -201,8 +201,9 @@ def test_latent_map_callback_draws_fig2(tiny_archive, tmp_path):
     z = data.train_sets["labelled"].zc.numpy()
     fitted = fit_clusters(z, ks=[2, 3])
     clusters = tmp_path / "clusters.json"
-    clusters.write_text(__import__("json").dumps({k: fitted[k] for k in ("K", "weights", "means", "covariances")}))
-    assert (gmm_from_clusters(clusters).predict(z) == fitted["model"].predict(z)).all()  # rebuilt, not refitted
+    clusters.write_text(__import__("json").dumps({"K": fitted.k, "weights": fitted.weights, "means": fitted.means,
+                                                  "covariances": fitted.covariances}))
+    assert (gmm_from_clusters(clusters).predict(z) == fitted.model.predict(z)).all()  # rebuilt, not refitted
 
     model = GVAEModule(hidden=16, latent=8, layers=1, prior_samples=20)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
