@@ -568,10 +568,6 @@ class Archive:
         """Number of distinct cells stored."""
         return self._read("SELECT COUNT(*) FROM cells")[0][0]
 
-    def has_cell(self, cell_hash: str) -> bool:
-        """Whether a cell with this canonical hash is stored."""
-        return bool(self._read("SELECT 1 FROM cells WHERE hash = ?", (cell_hash,)))
-
     def get_cell(self, cell_hash: str) -> Cell:
         """The stored cell with this canonical hash (``KeyError`` if absent)."""
         rows = self._read("SELECT spec FROM cells WHERE hash = ?", (cell_hash,))

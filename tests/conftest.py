@@ -1,6 +1,13 @@
+import gzip
+import pickle
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.io import savemat
+
+from datamodules.nb360.tasks import ECG_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,3 +88,102 @@ def tiny_ccnf(tiny_archive, tiny_gvae, tmp_path_factory):
     trainer.fit(ccnf, datamodule=LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64))
     trainer.save_checkpoint(root / "ccnf.ckpt")
     return root / "ccnf.ckpt"
+
+
+# ---- helpers shared by test modules ----------------------------------------------------------------------------------
+def gen_cell(cell, cluster: int, rng: random.Random):
+    """Stands in for the CCNF in searches: a seeded random cell (the search logic does not care where cells come
+    from)."""
+    from lightning_nas.space.cell import Cell
+
+    return Cell.random(rng=random.Random(rng.randrange(2**31) + 1000 * cluster))
+
+
+# NAS-Bench-360 files in each task's published format, tiny (tests/test_nb360.py, tests/test_train.py)
+RNG = np.random.default_rng(0)
+
+
+def write_spherical(folder):
+    content = {split: {"images": RNG.normal(size=(n, 3, 60, 60)).astype(np.float32),
+                       "labels": RNG.integers(0, 100, n)} for split, n in (("train", 10), ("test", 4))}
+    with gzip.open(folder / "s2_cifar100.gz", "wb") as f:
+        pickle.dump(content, f, protocol=2)  # Python-2-era protocol, as the S2CNN generator wrote
+
+
+def darcy_fields(n):
+    return {"coeff": np.where(RNG.random((n, 421, 421)) < 0.5, 3.0, 12.0), "sol": RNG.random((n, 421, 421)) / 100}
+
+
+def write_darcy_flow(folder):
+    savemat(folder / "piececonst_r421_N1024_smooth1.mat", darcy_fields(5))
+    savemat(folder / "piececonst_r421_N1024_smooth2.mat", darcy_fields(2))
+
+
+PROTEIN_LENGTHS = {"deepcov": {"1abcA": 30, "2defB": 130, "3ghiC": 40, "4jklD": 25, "5mnoE": 50},
+                   "psicov": {"1aapA": 60, "1bebA": 35}}
+
+
+def write_psicov(folder):
+    for name, lengths in PROTEIN_LENGTHS.items():
+        (folder / name / "features").mkdir(parents=True)
+        (folder / name / "distance").mkdir()
+        (folder / f"{name}.lst").write_text("".join(f"{protein} {n}\n" for protein, n in lengths.items()))
+        for protein, n in lengths.items():
+            features = {"seq": "A" * n, "ss": RNG.random((3, n)), "pssm": RNG.random((n, 22)),
+                        "sa": RNG.random(n), "entropy": RNG.random(n),
+                        **{key: RNG.random((n, n)) for key in ("ccmpred", "freecon", "potential")}}
+            with open(folder / name / "features" / f"{protein}.pkl", "wb") as f:
+                pickle.dump(features, f)
+            coords = RNG.normal(scale=6.0, size=(n, 3))
+            item = np.empty(3, dtype=object)  # np.save((L, seq, cb_map)) of the PDNet era: an object array
+            item[:] = [n, "A" * n, np.linalg.norm(coords[:, None] - coords[None], axis=-1)]
+            np.save(folder / name / "distance" / f"{protein}-cb.npy", item, allow_pickle=True)
+
+
+def write_cosmic(folder):
+    (folder / "stamps").mkdir()
+    names = []
+    for i in range(7):
+        stamp = np.stack([RNG.normal(size=(128, 128)), RNG.random((128, 128)) < 0.05, np.zeros((128, 128))])
+        stamp[2, :4] = 1  # an ignored band
+        names.append(f"stamps/{i}.npy")
+        np.save(folder / names[-1], stamp.astype(np.float32))
+    np.save(folder / "train_dirs.npy", np.array(names[:5]))  # a string array
+    np.save(folder / "test_dirs.npy", np.array(names[5:], dtype=object), allow_pickle=True)  # a pickled one
+
+
+def write_ninapro(folder):
+    for split, n in (("train", 8), ("val", 3), ("test", 4)):
+        np.save(folder / f"ninapro_{split}.npy", RNG.normal(size=(n, 16, 52)))
+        np.save(folder / f"label_{split}.npy", RNG.integers(0, 18, n))
+
+
+ECG_LENGTHS = [1600 + 37 * i for i in range(20)]
+
+
+def write_ecg(folder):
+    content = {"data": [RNG.normal(size=n) * 50 + 10 for n in ECG_LENGTHS],
+               "label": np.array([ECG_CLASSES[i % 4] for i in range(len(ECG_LENGTHS))])}
+    with open(folder / "challenge2017.pkl", "wb") as f:
+        pickle.dump(content, f)
+
+
+def write_satellite(folder):
+    for split, n in (("train", 10), ("test", 4)):
+        np.save(folder / f"satellite_{split}.npy", {"data": RNG.normal(size=(n, 46)) * 300 + 1000,
+                                                    "label": RNG.integers(1, 25, n)}, allow_pickle=True)
+
+
+def write_deepsea(folder):
+    arrays = {}
+    for split, n in (("train", 6), ("val", 3), ("test", 4)):
+        arrays[f"x_{split}"] = np.eye(4, dtype=np.uint8)[RNG.integers(0, 4, (n, 1000))]
+        y = RNG.integers(0, 2, (n, 36)).astype(np.uint8)
+        y[0], y[1] = 1, 0  # every label has both classes
+        arrays[f"y_{split}"] = y
+    np.savez(folder / "deepsea_filtered.npz", **arrays)
+
+
+WRITERS = {"spherical": write_spherical, "darcy_flow": write_darcy_flow, "psicov": write_psicov,
+           "cosmic": write_cosmic, "ninapro": write_ninapro, "ecg": write_ecg, "satellite": write_satellite,
+           "deepsea": write_deepsea}

@@ -18,12 +18,7 @@ from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.space.nb201 import cell_from_nb201
 from lightning_nas.space.task import TASKS
 from lightning_nas.zc import Probe
-from tests.conftest import REPO
-
-
-def gen_cell(cell, cluster: int, rng: random.Random) -> Cell:
-    """Stands in for the CCNF: a seeded random cell (the search logic does not care where cells come from)."""
-    return Cell.random(rng=random.Random(rng.randrange(2**31) + 1000 * cluster))
+from tests.conftest import REPO, gen_cell
 
 
 def test_scale_width_clamps_and_rounds_down_to_the_grid():
@@ -102,7 +97,7 @@ sys.path.insert(0, {repo!r})
 from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, HLEvoConfig, hl_evo
 from lightning_nas.zc import Probe
-from tests.test_search import gen_cell
+from tests.conftest import gen_cell
 with Archive(sys.argv[1], op_set="graphnet") as archive:
     hl_evo(HLEvoConfig(population=5, iterations=int(sys.argv[2]), seed=3),
            ArchEvaluator(Probe.from_source("gaussian", seed=0, batch_size=4), Budget("b", max_params=150_000)),

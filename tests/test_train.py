@@ -23,8 +23,7 @@ from lightning_nas.cli import main
 from lightning_nas.models import ClassifierModule, DenseModule
 from lightning_nas.models.classifier import network_from_checkpoint
 from lightning_nas.tasks import COSMIC_IGNORE, NB360_TASKS
-from tests.conftest import REPO
-from tests.test_nb360 import write_darcy_flow, write_ecg
+from tests.conftest import REPO, write_darcy_flow, write_ecg
 
 CONFIGS = REPO / "configs"
 
