@@ -60,8 +60,8 @@ from . import __version__
 from .space.cell import Cell
 from .space.ops import resolve_op_set
 
-SCHEMA_VERSION = 1
-"""Version of the table layout; an archive of another version is refused."""
+SCHEMA_VERSION = 2
+"""Version of the table layout: an older archive is migrated when opened (:data:`MIGRATIONS`), a newer one refused."""
 
 FORMAT = "lightning-nas-archive"
 """Value of ``meta.format`` that marks a lightning-nas archive."""
@@ -81,6 +81,28 @@ _IN_CHUNK = 500  # bound parameters per IN (...) query
 
 _SAMPLE_ORDER = "ORDER BY c.sample_index IS NULL, c.sample_index, z.cell_hash"
 """ZC rows in the order of their cells' sample index (rows without a stored cell last, by hash)."""
+
+_CLUSTERS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS clusters (name TEXT NOT NULL, cell_hash TEXT NOT NULL, cluster INTEGER NOT NULL,"
+    " source TEXT NOT NULL, PRIMARY KEY (name, cell_hash))"
+)
+_CLAIMS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS zc_claims (probe_id TEXT NOT NULL, cell_hash TEXT NOT NULL, owner TEXT NOT NULL,"
+    " host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (probe_id, cell_hash))"
+)
+_LATENCY_TABLE = (
+    "CREATE TABLE IF NOT EXISTS latency (network TEXT NOT NULL, device_id TEXT NOT NULL, batch INTEGER NOT NULL,"
+    " median_ms REAL NOT NULL, iqr_ms REAL NOT NULL, p10_ms REAL NOT NULL, runs INTEGER NOT NULL,"
+    " device TEXT NOT NULL, task TEXT NOT NULL DEFAULT '', spec TEXT, created REAL NOT NULL,"
+    " PRIMARY KEY (network, device_id, batch))"
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (_CLUSTERS_TABLE, _CLAIMS_TABLE, _LATENCY_TABLE),
+}
+"""``version → statements`` that bring an archive of ``version − 1`` to ``version``, applied in order when an older
+archive is opened (one write transaction; ``meta.schema_version`` follows). Version 2: the GMM clusters, the ZC
+claims of concurrent runs and the host latencies — tables that version-1 archives gained lazily when first written."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -132,36 +154,6 @@ CREATE TABLE IF NOT EXISTS archs (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS archs_by_stage_run ON archs (stage, run);
-CREATE TABLE IF NOT EXISTS clusters (
-    name      TEXT NOT NULL,
-    cell_hash TEXT NOT NULL,
-    cluster   INTEGER NOT NULL,
-    source    TEXT NOT NULL,
-    PRIMARY KEY (name, cell_hash)
-);
-CREATE TABLE IF NOT EXISTS zc_claims (
-    probe_id  TEXT NOT NULL,
-    cell_hash TEXT NOT NULL,
-    owner     TEXT NOT NULL,
-    host      TEXT NOT NULL,
-    pid       INTEGER NOT NULL,
-    expires   REAL NOT NULL,
-    PRIMARY KEY (probe_id, cell_hash)
-);
-CREATE TABLE IF NOT EXISTS latency (
-    network   TEXT NOT NULL,
-    device_id TEXT NOT NULL,
-    batch     INTEGER NOT NULL,
-    median_ms REAL NOT NULL,
-    iqr_ms    REAL NOT NULL,
-    p10_ms    REAL NOT NULL,
-    runs      INTEGER NOT NULL,
-    device    TEXT NOT NULL,
-    task      TEXT NOT NULL DEFAULT '',
-    spec      TEXT,
-    created   REAL NOT NULL,
-    PRIMARY KEY (network, device_id, batch)
-);
 """
 
 CLAIM_LEASE_S = 600.0
@@ -355,11 +347,21 @@ class Archive:
                 f"{path}: meta.format is {meta.get('format')!r}, expected {FORMAT!r}; not a lightning-nas archive"
             )
         version = meta.get("schema_version")
-        if version != str(SCHEMA_VERSION):
+        if not (isinstance(version, str) and version.isdigit() and 1 <= int(version) <= SCHEMA_VERSION):
             raise ArchiveError(
                 f"{path}: archive schema_version {version!r}, but lightning-nas {__version__} reads schema_version "
-                f"{SCHEMA_VERSION}; use the lightning-nas version that wrote it"
+                f"1..{SCHEMA_VERSION}; use the lightning-nas version that wrote it"
             )
+
+    def _migrate(self) -> None:
+        """Bring an older archive to :data:`SCHEMA_VERSION` (:data:`MIGRATIONS`), under the write lock: a process that
+        migrated it meanwhile leaves nothing to do."""
+        with self._write() as cur:
+            version = int(cur.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target]:
+                    cur.execute(statement)
+            cur.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _setup(self, create: bool, op_set: str | None) -> None:
         con = self._con
@@ -388,7 +390,7 @@ class Archive:
                     raise ArchiveError(
                         f"{self.path}: an SQLite database without a lightning-nas 'meta' table; left untouched"
                     )
-                for statement in _SCHEMA.split(";"):
+                for statement in [*_SCHEMA.split(";"), *(sql for v in sorted(MIGRATIONS) for sql in MIGRATIONS[v])]:
                     if statement.strip():
                         cur.execute(statement)
                 created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -403,6 +405,8 @@ class Archive:
                 cur.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", rows)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         self._check_meta(meta)
+        if int(meta["schema_version"]) < SCHEMA_VERSION:
+            self._migrate()
         stored = meta.get("op_set")
         if op_set is not None and stored is None:
             with self._write() as cur:
@@ -847,14 +851,6 @@ class Archive:
         ]
 
     # ---- clusters --------------------------------------------------------------------------------
-    # Added after the first archives of schema version 1 were written: the table is in _SCHEMA for new archives,
-    # and set_clusters creates it (IF NOT EXISTS, inside its transaction) in an older archive, which clusters()
-    # reads as empty until then. The layout of the other tables is unchanged, so the schema stays version 1.
-    _CLUSTERS_TABLE = (
-        "CREATE TABLE IF NOT EXISTS clusters (name TEXT NOT NULL, cell_hash TEXT NOT NULL, cluster INTEGER NOT NULL,"
-        " source TEXT NOT NULL, PRIMARY KEY (name, cell_hash))"
-    )
-
     def set_clusters(self, name: str, assignments: dict[str, int], source: str | dict[str, str] = "zc") -> None:
         """Replace the clustering ``name``: every stored row of that name is deleted and ``cell_hash -> cluster``
         from ``assignments`` is written, in one transaction (readers see the old or the new set, never a mix).
@@ -883,25 +879,14 @@ class Archive:
                 raise ValueError(f"assignments[{cell_hash!r}]: cluster must be ≥ 0, got {cluster}")
             params.append((name, cell_hash, cluster, sources[cell_hash] if sources is not None else source))
         with self._write() as cur:
-            cur.execute(self._CLUSTERS_TABLE)
             cur.execute("DELETE FROM clusters WHERE name = ?", (name,))
             cur.executemany("INSERT INTO clusters (name, cell_hash, cluster, source) VALUES (?, ?, ?, ?)", params)
 
     def clusters(self, name: str) -> dict[str, int]:
         """``cell_hash -> cluster`` of the clustering ``name`` in the order written (empty if there is none)."""
-        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clusters'"):
-            return {}
         return dict(self._read("SELECT cell_hash, cluster FROM clusters WHERE name = ? ORDER BY rowid", (name,)))
 
     # ---- ZC claims -------------------------------------------------------------------------------
-    # Added after the first archives of schema version 1 were written, like ``clusters``: the table is in _SCHEMA for
-    # new archives, claim_zc creates it (IF NOT EXISTS, inside its transaction) in an older one, and zc_claims() reads
-    # it as empty until then. No other table changes, so the schema stays version 1.
-    _CLAIMS_TABLE = (
-        "CREATE TABLE IF NOT EXISTS zc_claims (probe_id TEXT NOT NULL, cell_hash TEXT NOT NULL, owner TEXT NOT NULL,"
-        " host TEXT NOT NULL, pid INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (probe_id, cell_hash))"
-    )
-
     def claim_zc(
         self, probe_id: str, hashes: Iterable[str], limit: int, owner: str, lease_s: float = CLAIM_LEASE_S
     ) -> list[str]:
@@ -926,7 +911,6 @@ class Archive:
         host, pid = socket.gethostname(), os.getpid()
         claimed: list[str] = []
         with self._write() as cur:
-            cur.execute(self._CLAIMS_TABLE)
             now = time.time()
             cur.execute("DELETE FROM zc_claims WHERE expires <= ?", (now,))
             # Stale: an owner process that has ended, or, under this process's own pid, an owner this process never
@@ -961,8 +945,6 @@ class Archive:
 
     def renew_zc_claims(self, probe_id: str, owner: str, lease_s: float = CLAIM_LEASE_S) -> int:
         """Extend ``owner``'s claims on ``probe_id`` to ``lease_s`` seconds from now; returns how many it holds."""
-        if not self._has_claims_table():
-            return 0
         with self._write() as cur:
             cur.execute("UPDATE zc_claims SET expires = ? WHERE probe_id = ? AND owner = ?",
                         (time.time() + float(lease_s), probe_id, owner))
@@ -970,8 +952,6 @@ class Archive:
 
     def release_zc_claims(self, probe_id: str, owner: str, hashes: Iterable[str] | None = None) -> int:
         """Give back ``owner``'s claims on ``probe_id`` (those on ``hashes``, or all); returns how many."""
-        if not self._has_claims_table():
-            return 0
         with self._write() as cur:
             if hashes is None:
                 cur.execute("DELETE FROM zc_claims WHERE probe_id = ? AND owner = ?", (probe_id, owner))
@@ -983,30 +963,12 @@ class Archive:
     def zc_claims(self, probe_id: str) -> list[dict]:
         """The claims on ``probe_id`` (expired ones included until the next :meth:`claim_zc` drops them), as dicts
         with keys ``hash``, ``owner``, ``host``, ``pid`` and ``expires`` (unix time)."""
-        if not self._has_claims_table():
-            return []
         rows = self._read(
             "SELECT cell_hash, owner, host, pid, expires FROM zc_claims WHERE probe_id = ? ORDER BY rowid", (probe_id,)
         )
         return [{"hash": h, "owner": o, "host": host, "pid": pid, "expires": e} for h, o, host, pid, e in rows]
 
-    def _has_claims_table(self) -> bool:
-        if not getattr(self, "_claims_seen", False):  # once there, the table stays
-            self._claims_seen = bool(
-                self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'zc_claims'")
-            )
-        return self._claims_seen
-
     # ---- host latency ----------------------------------------------------------------------------------------------
-    # Added after the first archives of schema version 1 were written, like ``clusters``: in _SCHEMA for new archives,
-    # created by add_latency (IF NOT EXISTS, inside its transaction) in an older one, read as empty until then.
-    _LATENCY_TABLE = (
-        "CREATE TABLE IF NOT EXISTS latency (network TEXT NOT NULL, device_id TEXT NOT NULL, batch INTEGER NOT NULL,"
-        " median_ms REAL NOT NULL, iqr_ms REAL NOT NULL, p10_ms REAL NOT NULL, runs INTEGER NOT NULL,"
-        " device TEXT NOT NULL,"
-        " task TEXT NOT NULL DEFAULT '', spec TEXT, created REAL NOT NULL, PRIMARY KEY (network, device_id, batch))"
-    )
-
     def add_latency(self, network: str, measurement, arch_spec: dict | None = None, task: str = "") -> None:
         """Store a :class:`~lightning_nas.hw.measure.LatencyMeasurement` of the network keyed ``network``
         (:func:`~lightning_nas.hw.measure.network_key`); a later measurement of the same network, device and batch
@@ -1017,7 +979,6 @@ class Archive:
                   _dumps(device.to_json(), "device"), str(task),
                   None if arch_spec is None else _dumps(arch_spec, "arch_spec"), time.time())
         with self._write() as cur:
-            cur.execute(self._LATENCY_TABLE)
             cur.execute("INSERT OR REPLACE INTO latency (network, device_id, batch, median_ms, iqr_ms, p10_ms, runs,"
                         " device, task, spec, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", params)
 
@@ -1032,8 +993,6 @@ class Archive:
         as dicts with keys ``network``, ``device_id``, ``batch``, ``median_ms``, ``iqr_ms``, ``p10_ms``, ``runs``,
         ``device``
         (the fingerprint), ``task``, ``spec`` (the architecture) and ``created``."""
-        if not self._read("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'latency'"):
-            return []
         where, params = [], []
         for column, value in (("device_id", device_id), ("network", network), ("batch", batch)):
             if value is not None:

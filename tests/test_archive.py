@@ -314,7 +314,34 @@ def test_foreign_files_are_refused_untouched(tmp_path):
     with _raw(newer) as con:
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
         con.commit()
-    _assert_refused(newer, "schema_version '2'")
+    _assert_refused(newer, f"schema_version '{SCHEMA_VERSION + 1}'")
+
+
+def test_an_archive_of_schema_version_1_is_migrated_on_opening(tmp_path):
+    """A version-1 archive (before clusters, ZC claims and latencies had their tables) opens as the current version:
+    the tables of MIGRATIONS are created, meta.schema_version follows, and the stored rows are untouched."""
+    from lightning_nas.archive import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    cells = list(dict((c.canonical_hash(), c) for c in sample_cells(8, seed=3)).values())[:4]
+    with Archive(path, op_set="graphnet") as archive:
+        archive.add_cells(cells)
+        archive.add_zc(cells[0].canonical_hash(), "p", {"naswot": 1.5})
+    with _raw(path) as con:  # what an archive written by version 1 looked like
+        for table in ("clusters", "zc_claims", "latency"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        con.commit()
+    assert sorted(MIGRATIONS) == list(range(2, SCHEMA_VERSION + 1))
+    with Archive(path, create=False) as archive:
+        assert archive.num_cells() == 4 and archive.zc("p") == {cells[0].canonical_hash(): {"naswot": 1.5}}
+        assert archive.clusters("any") == {} and archive.zc_claims("p") == [] and archive.latencies() == []
+        archive.set_clusters("p", {cells[0].canonical_hash(): 0})
+        assert archive.clusters("p") == {cells[0].canonical_hash(): 0}
+    with _raw(path) as con:
+        assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"clusters", "zc_claims", "latency"} <= tables
 
 
 def test_op_set_mismatch_and_missing_file(tmp_path):
@@ -565,13 +592,14 @@ def test_zc_claims_share_pending_cells_and_come_back(tmp_path):
 
 
 def test_an_archive_without_the_claims_table_still_opens_and_gets_it(tmp_path):
-    """Archives written before claims existed (schema version 1 without ``zc_claims``) open, read no claims, and get
-    the table on their first claim."""
+    """Archives written before claims existed (schema version 1 without ``zc_claims``) open (migrated), read no
+    claims, and claim."""
     path = tmp_path / "archive.sqlite"
     with Archive(path) as archive:
         archive.add_zc("h0", "p", {"naswot": 0.0})
     with _raw(path) as con:
         con.execute("DROP TABLE zc_claims")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         con.commit()
     with Archive(path, create=False) as archive:
         assert archive.zc_claims("p") == [] and archive.release_zc_claims("p", "run") == 0

@@ -149,9 +149,11 @@ def test_archive_clusters_replace_and_validate(tmp_path):
             with pytest.raises(ValueError, match="cluster must be"):
                 archive.set_clusters("x", {"a": bad})
         assert archive.clusters("x") == {"c": 1}  # a refused call writes nothing
-    # an archive written before the table existed: reads as empty, the first write creates the table
+    # an archive written before the table existed (schema version 1): migrated on opening, reads as empty
     con = sqlite3.connect(path)
     con.execute("DROP TABLE clusters")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
     con.close()
     with Archive(path) as archive:
         assert archive.clusters("x") == {}

@@ -84,10 +84,13 @@ def test_measure_arch_stores_by_fingerprint_and_reuses(tmp_path, monkeypatch):
         assert archive.latencies(device_id=host_fingerprint("eager", 2).id) == []
 
 
-def test_latencies_of_an_archive_without_the_table_are_empty(tmp_path):
+def test_latencies_of_a_version_1_archive_without_the_table_are_empty(tmp_path):
+    """An archive written before the latency table existed is migrated on opening and reads no latency."""
     with Archive(tmp_path / "a.sqlite") as archive:
         with archive._write() as cur:
             cur.execute("DROP TABLE latency")
+            cur.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with Archive(tmp_path / "a.sqlite", create=False) as archive:
         assert archive.latencies() == []
 
 
