@@ -49,7 +49,7 @@ COMMANDS: tuple[Command, ...] = (
             "zc/metrics.json", (), "zc --config configs/zc/tiny.yaml"),
     Command("gvae", "lightning", ".lightning_cli", "train the G-VAE (GCN encoder, triplet latent, ZC predictor)",
             "gvae/checkpoints/last.ckpt", ("archive",), "fit --config configs/gvae.yaml"),
-    Command("cluster", "stage", ".cluster", "GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau",
+    Command("cluster", "stage", ".cluster.stage", "GMM on the labelled cells' ZC vectors, K where BIC/AIC plateau",
             "cluster/clusters.json", ("archive",), "cluster --config configs/cluster/tiny.yaml"),
     Command("ccnf", "lightning", ".lightning_cli", "train the CCNF that generates cells for a cluster",
             "ccnf/checkpoints/last.ckpt", ("archive", "gvae", "clusters"), "fit --config configs/ccnf.yaml"),
