@@ -332,5 +332,9 @@ def test_stage_errors_name_the_fix(tmp_path):
 
     with pytest.raises(ValueError, match="k_min"):
         ClusterStageConfig(k_min=5, k_max=4)
-    with pytest.raises(ValueError, match="covariance_type"):
-        ClusterStageConfig(covariance_type="banana")
+    from lightning_nas.cli import main
+
+    for bad in (["--covariance_type", "banana"], ["--n_init", "0"]):  # refused by the parser, before anything runs
+        with pytest.raises(SystemExit) as exit_:
+            main(["cluster", "--workdir", str(bare), *bad])
+        assert exit_.value.code == 2

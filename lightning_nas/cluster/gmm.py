@@ -7,11 +7,13 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+CovarianceType = Literal["full", "tied", "diag", "spherical"]
+COVARIANCE_TYPES = get_args(CovarianceType)
 """scikit-learn's covariance types; ``clusters.json`` always stores full K×P×P matrices whatever the type."""
 
 RULE = (
@@ -144,7 +146,7 @@ class ClusterFit:
 def fit_clusters(
     z: np.ndarray | torch.Tensor,
     ks: Iterable[int],
-    covariance_type: str = "full",
+    covariance_type: CovarianceType = "full",
     seed: int = 0,
     n_init: int = 3,
     tolerance: float = 0.05,
@@ -161,10 +163,6 @@ def fit_clusters(
     from sklearn.mixture import GaussianMixture
     from threadpoolctl import threadpool_limits
 
-    if covariance_type not in COVARIANCE_TYPES:
-        raise ValueError(f"covariance_type: {covariance_type!r}; choose from {COVARIANCE_TYPES}")
-    if n_init < 1:
-        raise ValueError(f"n_init: {n_init}; need ≥ 1")
     x = _as_array(z)
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:

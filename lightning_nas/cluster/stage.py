@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from jsonargparse.typing import PositiveInt
 
 from .. import __version__
 from ..archive import Archive
@@ -42,8 +43,8 @@ from .clusters_file import (
     write_clusters,
 )
 from .gmm import (
-    COVARIANCE_TYPES,
     ClusterFit,
+    CovarianceType,
     fit_clusters,
     gmm_from_fit,
 )
@@ -74,8 +75,8 @@ class ClusterStageConfig:
     probe: str | None = None
     k_min: int = 2
     k_max: int = 16
-    covariance_type: str = "full"
-    n_init: int = 3
+    covariance_type: CovarianceType = "full"
+    n_init: PositiveInt = 3
     seed: int = 0
     tolerance: float = 0.05
     gvae: str | None = None
@@ -85,10 +86,6 @@ class ClusterStageConfig:
     def __post_init__(self):
         if not 1 <= self.k_min <= self.k_max:
             raise ValueError(f"k_min/k_max: need 1 ≤ k_min ({self.k_min}) ≤ k_max ({self.k_max})")
-        if self.covariance_type not in COVARIANCE_TYPES:
-            raise ValueError(f"covariance_type: {self.covariance_type!r}; choose from {COVARIANCE_TYPES}")
-        if self.n_init < 1:
-            raise ValueError(f"n_init: {self.n_init}; need ≥ 1")
         if not (math.isfinite(self.tolerance) and 0 <= self.tolerance < 1):
             raise ValueError(f"tolerance: {self.tolerance}; need 0 ≤ tolerance < 1")
 
