@@ -9,12 +9,11 @@ rebuilds the bare ``nn.Module`` from the file alone, weights only — what ``pyt
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -86,7 +85,8 @@ def network_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
 ZENNAS_INIT_GAIN = 3.26033
 """ZenNAS's xavier-normal gain (its ``MSRAPrelu`` init: MXNet's magnitude 2 / (1 + 0.25²), times √3)."""
 
-WEIGHT_INITS = ("zennas",)
+WeightInit = Literal["zennas"]
+WEIGHT_INITS = get_args(WeightInit)
 
 
 def zennas_init(network: nn.Module) -> nn.Module:
@@ -109,23 +109,22 @@ class ArchModule(L.LightningModule):
     conv/linear weights only (BN and biases excluded), optional BN momentum (ZenNAS: 0.01), optional ZenNAS weight
     init (``weight_init: zennas``, see :func:`zennas_init`) and BN eps (ZenNAS ImageNet: 1e-3). Subclasses set
     ``self.network``, ``self.criterion`` and the metrics (a ``MetricCollection`` per split, ``self.metric_name`` its
-    headline) in ``configure_models/losses/metrics``."""
+    headline) in ``configure_models/losses/metrics``.
+
+    The template (torchgeo's ``BaseTask``): a subclass's ``__init__`` checks its arguments, describes its network
+    with :meth:`describe` and calls ``super().__init__()`` last; this saves the subclass's ``__init__`` arguments as
+    hyperparameters (the architecture's spec instead of a path) and calls ``configure_models``, then
+    ``configure_losses`` and ``configure_metrics``."""
 
     kind = "classifier"
 
-    def __init__(self, arch, in_channels: int, outputs: int, dims: int):
+    def __init__(self) -> None:
         super().__init__()
-        self.arch = load_arch(arch)
-        self._check_task(in_channels, outputs, dims)
-        self.record = {"kind": self.kind, "arch": self.arch.to_json(), "in_channels": in_channels, "outputs": outputs,
-                       "dims": dims, "input_shape": None}
-
-    def configure(self) -> None:
-        """Save the hyperparameters of the subclass's ``__init__`` (the spec instead of a path), then build."""
-        self.save_hyperparameters(ignore=["arch"], frame=inspect.currentframe().f_back)
+        self.save_hyperparameters(ignore=["arch"])  # Lightning collects the calling subclass's __init__ arguments
         self.hparams["arch"] = self.arch.to_json()  # the checkpoint describes its network, not a path
         hp = self.hparams
-        if hp.weight_init is not None and hp.weight_init not in WEIGHT_INITS:
+        if hp.weight_init is not None and hp.weight_init not in WEIGHT_INITS:  # a str, not a Literal: jsonargparse's
+            # error for a subclass argument spans many lines; this one names the setting in one
             raise ValueError(f"weight_init: {hp.weight_init!r} is not one of {WEIGHT_INITS} (or null: PyTorch's)")
         self.configure_models()
         if hp.weight_init == "zennas":
@@ -143,6 +142,14 @@ class ArchModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
+
+    def describe(self, arch, in_channels: int, outputs: int, dims: int) -> None:
+        """The network to build (before ``super().__init__()``): the architecture (a spec or an ``arch.json``
+        path), checked against the task it was searched for, and the record a checkpoint carries."""
+        self.arch = load_arch(arch)
+        self._check_task(in_channels, outputs, dims)
+        self.record = {"kind": self.kind, "arch": self.arch.to_json(), "in_channels": in_channels, "outputs": outputs,
+                       "dims": dims, "input_shape": None}
 
     def _check_task(self, in_channels: int, outputs: int, dims: int) -> None:
         """An architecture made for a task (``arch.json``'s ``task``: its budget was checked on that task's network)
@@ -299,8 +306,8 @@ class ClassifierModule(ArchModule):
         if teacher is not None and distill_feature_weight > 0 and teacher_feature_channels is None:
             raise ValueError("distill_feature_weight > 0 needs teacher_feature_channels: the channels of the feature "
                              "map the teacher returns beside its logits (EfficientNet-B3: 1536)")
-        super().__init__(arch, in_channels, num_classes, dims)
-        self.configure()
+        self.describe(arch, in_channels, num_classes, dims)
+        super().__init__()
         # Not a submodule: Lightning's train()/to() and the checkpoint leave it alone (an exported graph refuses
         # train()); training_step moves it to the batch's device.
         self.__dict__["teacher"] = load_teacher(teacher) if teacher is not None else None
@@ -429,8 +436,8 @@ class DenseModule(ArchModule):
         self.task = nb360_task(task)
         if not self.task.dense:
             raise ValueError(f"task: {task!r} is not dense; train it with lightning_nas.models.ClassifierModule")
-        super().__init__(arch, self.task.input_shape[0], self.task.num_outputs, self.task.dims)
-        self.configure()
+        self.describe(arch, self.task.input_shape[0], self.task.num_outputs, self.task.dims)
+        super().__init__()
 
     def configure_models(self) -> None:
         r = self.record
@@ -477,8 +484,9 @@ def load_teacher(path: str | Path) -> nn.Module:
     """A frozen teacher network from a TorchScript or ``torch.export`` file (no Python code is unpickled)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"teacher: no file at {path}; export the teacher once, e.g. with torch.jit.trace(model, "
-                                "example).save('teacher.pt') or torch.export.save(torch.export.export(model, "
+        raise FileNotFoundError(f"teacher: no file at {path}; export the teacher once, e.g. with "
+                                "torch.jit.trace(model, example).save('teacher.pt') or "
+                                "torch.export.save(torch.export.export(model, "
                                 "(example,)), 'teacher.pt2')")
     if path.suffix == ".pt2":  # an exported graph: its train/eval behaviour was fixed when it was exported
         with _weights_only_unpickling(path):
