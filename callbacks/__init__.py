@@ -2,5 +2,6 @@
 
 from .checkpoint import ResumableCheckpoint
 from .latent_map import LatentMapCallback, gmm_from_clusters
+from .metrics_file import MetricsFile
 
-__all__ = ["LatentMapCallback", "ResumableCheckpoint", "gmm_from_clusters"]
+__all__ = ["LatentMapCallback", "MetricsFile", "ResumableCheckpoint", "gmm_from_clusters"]

@@ -32,6 +32,13 @@ class NASCLI(LightningCLI):
             warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
             super().__init__(None, None, *args, **kwargs)
 
+    def before_fit(self) -> None:
+        """Every fit writes its module's validation metrics to ``metrics.json`` through one callback."""
+        from callbacks import MetricsFile
+
+        if not any(isinstance(c, MetricsFile) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(MetricsFile())
+
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if add_subcommands:  # jsonargparse names them "<prog> [options] fit"; the command line is "<prog> fit"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from callbacks import MetricsFile
 from lightning_nas.models.ccnf import CCNFModule, ConditionalFlow, StiffSolveError
 from tests.conftest import REPO
 
@@ -175,7 +176,7 @@ def test_ccnf_trains_writes_metrics_and_generates_valid_cells(tiny_archive, tiny
     data = LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64, val_fraction=0.1)
     trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        gradient_clip_val=5.0)
+                        gradient_clip_val=5.0, callbacks=[MetricsFile()])
     trainer.fit(model, datamodule=data)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert {"val_nll", "nfe", "gen_success", "samples_per_s"} <= set(metrics)

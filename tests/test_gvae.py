@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 
+from callbacks import MetricsFile
 from datamodules import GraphZCDataModule
 from lightning_nas.archive import Archive
 from lightning_nas.models import GVAEModule
@@ -145,7 +146,7 @@ def test_training_fits_and_writes_metrics(tiny_archive, tmp_path):
     data = GraphZCDataModule(str(tiny_archive), batch_size=32, labelled_batch_size=8, val_fraction=0.1, max_cells=300)
     model = GVAEModule(hidden=128, latent=32, layers=3, lr=3e-3, prior_samples=200)
     trainer = L.Trainer(max_epochs=40, check_val_every_n_epoch=20, accelerator="cpu", logger=False,
-                        enable_checkpointing=True,
+                        enable_checkpointing=True, callbacks=[MetricsFile()],
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     torch.manual_seed(0)
     trainer.fit(model, datamodule=data)
@@ -247,3 +248,5 @@ data:
     assert metrics["val_cells"] == held_out  # both ranks' shards (40 cells: 20 each, no padding)
     assert 0.0 <= metrics["recon_exact"] <= 1.0 and metrics["validity"] == 1.0
     assert "latent_zc_spearman" in metrics
+    # written once, by the callback the CLI adds to every fit (callbacks.MetricsFile), with what produced it
+    assert metrics["epoch"] == 0 and set(metrics["provenance"]) == {"lightning_nas", "torch", "lightning", "python"}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from callbacks import MetricsFile
 from lightning_nas.cluster import write_clusters
 from lightning_nas.hl_tokenizer import BOS, EOS, SEP, HLTokenizer, LogBins
 from lightning_nas.search.hl_evo import random_candidate
@@ -274,7 +275,7 @@ def trained_sg(history_archive, tmp_path_factory):
     model = SGModule(hidden_size=32, num_layers=2, num_heads=2, max_positions=96, dropout=0.0, lr=3e-3, warmup_steps=5)
     trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
-                        check_val_every_n_epoch=3)
+                        check_val_every_n_epoch=3, callbacks=[MetricsFile()])
     trainer.fit(model, datamodule=HLSequenceDataModule(str(history_archive), batch_size=16, budget_grid_size=4))
     trainer.save_checkpoint(root / "sg.ckpt")
     return root

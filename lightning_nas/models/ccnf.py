@@ -383,10 +383,7 @@ class CCNFModule(L.LightningModule):
         metrics.update(self.generation_metrics())
         for name, value in metrics.items():  # val/nll, val/nfe, val/gen_success, …
             self.log(f"val/{name.removeprefix('val_')}", float(value), batch_size=1)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            out = Path(self.trainer.default_root_dir) / "metrics.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
+        self.epoch_metrics = metrics  # written to metrics.json by callbacks.MetricsFile
 
     def generation_metrics(self) -> dict[str, float]:
         """gen_success and samples_per_s of cells generated for conditions drawn from the validation set."""

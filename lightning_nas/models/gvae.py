@@ -297,10 +297,7 @@ class GVAEModule(L.LightningModule):
         metrics = self.validation_metrics()
         for name, value in metrics.items():
             self.log(f"val/{name}", value, batch_size=1)  # computed from every rank's cells: identical on all ranks
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            out = Path(self.trainer.default_root_dir) / "metrics.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
+        self.epoch_metrics = metrics  # written to metrics.json by callbacks.MetricsFile
 
     def _gather_validation(self) -> None:
         """Under DDP each rank saw a shard of the held-out cells: pool the counts and latents of all ranks."""

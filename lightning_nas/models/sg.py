@@ -270,10 +270,7 @@ class SGModule(L.LightningModule):
         metrics.update(self.budget_metrics())
         for name, value in metrics.items():
             self.log(f"val/{name.removeprefix('val_')}", value, batch_size=1)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            out = Path(self.trainer.default_root_dir) / "metrics.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"epoch": self.current_epoch, **metrics}, indent=2))
+        self.epoch_metrics = metrics  # written to metrics.json by callbacks.MetricsFile
 
     def budget_metrics(self) -> dict[str, float]:
         """Over the datamodule's params budgets, the share of architectures within budget when decoded greedily
