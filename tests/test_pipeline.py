@@ -169,12 +169,13 @@ def test_stage_settings_are_merged_and_overridden_with_omegaconf():
 def test_stage_runs_log_to_wandb_offline_and_not_when_disabled(tmp_path, monkeypatch):
     """The non-Lightning stages' W&B runs (lightning_nas.tracking): settings, numbers and pictures in an offline run;
     nothing at all with WANDB_MODE=disabled."""
-    from lightning_nas.cluster import plot_curves
+    from lightning_nas.cluster import ClusterFit, plot_curves
     from lightning_nas.tracking import log_stage
 
     picture = tmp_path / "curve.png"
-    plot_curves(picture, {"ks": [2, 3], "K": 2, "bic": [1.0, 0.5], "aic": [1.0, 0.4], "k_bic": 2, "k_aic": 2,
-                          "tolerance": 0.05})
+    plot_curves(picture, ClusterFit(k=2, k_bic=2, k_aic=2, ks=[2, 3], bic=[1.0, 0.5], aic=[1.0, 0.4], weights=[],
+                                    means=[], covariances=[], labels=[], log_likelihood=0.0, converged=[True, True],
+                                    covariance_type="full", seed=0, n_init=1, tolerance=0.05, model=None))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     log_stage("cluster", tmp_path / "off", {"k_max": 3}, {"k": 2})
     assert not (tmp_path / "off").exists() or not list((tmp_path / "off").rglob("*.wandb"))
