@@ -14,9 +14,9 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from datamodules.files import read_pickle
 from datamodules.nb360 import NB360_TASKS, ArrayUnpickler, NB360DataModule
 from datamodules.nb360.tasks import ECG_CLASSES
+from lightning_nas.datasets.files import read_pickle
 from lightning_nas.tasks.objectives import COSMIC_IGNORE, ContactDistanceMAE, FalseNegativeRate, FocalLoss
 from tests.conftest import ECG_LENGTHS, WRITERS, darcy_fields, write_ecg, write_ninapro, write_psicov
 

@@ -45,9 +45,16 @@ import torch
 from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from lightning_nas.datasets.files import (
+    read_mat,
+    read_npy,
+    read_npy_dict,
+    read_npz,
+    read_pickle,
+    require_keys,
+    require_shape,
+)
 from lightning_nas.tasks.objectives import COSMIC_IGNORE
-
-from ..files import read_mat, read_npy, read_npy_dict, read_npz, read_pickle, require_keys, require_shape
 
 Splits = dict[str, Dataset]
 

@@ -112,11 +112,11 @@ def _cifar10_batch(batch_size: int, gen: torch.Generator, data_dir) -> tuple[tor
 
 def _cifar10_train(root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The CIFAR-10 training images (N×3×32×32 uint8) and labels of the python-version batches under ``root``, read
-    with the data modules' reader (:func:`datamodules.cifar.read_cifar_batches`): the batches are pickles, unpickled
-    with numpy arrays and builtin containers only, so a file that would run code is refused
+    with the one CIFAR reader (:func:`lightning_nas.datasets.cifar.read_cifar_batches`): the batches are pickles,
+    unpickled with numpy arrays and builtin containers only, so a file that would run code is refused
     (``pickle.UnpicklingError`` naming it) and nothing in it runs. The five training batches must be there; their
     md5 is not checked, so a regenerated copy loads too."""
-    from datamodules.cifar import CIFAR_RELEASES, read_cifar_batches  # datamodules: a package of this distribution
+    from ..datasets.cifar import CIFAR_RELEASES, read_cifar_batches
 
     release = CIFAR_RELEASES[10]
     folder = root / release.folder
