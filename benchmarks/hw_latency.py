@@ -34,6 +34,7 @@ from hw_predictors import paused  # noqa: E402
 from lightning_nas.hw.cost import random_archs  # noqa: E402
 from lightning_nas.hw.measure import cpu_model, measure_latency  # noqa: E402
 from lightning_nas.space.cost import count_cost  # noqa: E402
+from lightning_nas.space.network import task_network  # noqa: E402
 from lightning_nas.space.task import named_task  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -50,7 +51,7 @@ def main() -> None:
     candidates = []
     for arch in random_archs(task, 20, seed=1):
         torch.manual_seed(0)
-        candidates.append((count_cost(task.network(arch), task.input_shape)["macs"], arch))
+        candidates.append((count_cost(task_network(task, arch), task.input_shape)["macs"], arch))
     candidates.sort(key=lambda c: c[0])
     picked = {"small": candidates[0], "median": candidates[len(candidates) // 2],
               "large": candidates[3 * len(candidates) // 4]}
@@ -59,7 +60,7 @@ def main() -> None:
     with paused(args.pause) as pids:
         for name, (macs, arch) in picked.items():
             torch.manual_seed(0)
-            model = task.network(arch)
+            model = task_network(task, arch)
             for runtime in ("eager", "onnxruntime"):
                 for batch in (1, 8) if name != "large" else (1,):
                     ms = [measure_latency(model, task.input_shape, runtime, batch, threads=1, runs=args.runs)

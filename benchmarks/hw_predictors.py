@@ -51,6 +51,7 @@ from lightning_nas.hw.cost import random_archs  # noqa: E402
 from lightning_nas.hw.measure import measure_arch  # noqa: E402
 from lightning_nas.hw.op_table import OP_TABLE_FEATURES, OpLatencyTable  # noqa: E402
 from lightning_nas.hw.predictors import NB201_LUT_COLUMNS, NETWORK_LUT_COLUMNS, network_features  # noqa: E402
+from lightning_nas.space.network import task_network  # noqa: E402
 from lightning_nas.space.task import named_task  # noqa: E402
 
 SAMPLES = (10, 20, 100, 1000)
@@ -124,7 +125,7 @@ def host_rows(workdir: Path, n: int, seeds: int, pause: str | None) -> tuple[lis
         table = OpLatencyTable(archive)
         for i, arch in enumerate(archs):
             m = measure_arch(arch, task, runs=30, warmup=5, archive=archive)
-            model = task.network(arch)
+            model = task_network(task, arch)
             X.append(network_features(model, task.input_shape))
             O.append(table.features(model, task.input_shape))
             y.append(m.ms)

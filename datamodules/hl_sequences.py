@@ -35,6 +35,7 @@ from lightning_nas.hl_tokenizer import DROPPABLE_KEYS, PAD, SEP, HLTokenizer, ta
 from lightning_nas.space.arch import Arch
 from lightning_nas.space.cell import Cell
 from lightning_nas.space.hl import HLArch
+from lightning_nas.space.network import task_network
 from lightning_nas.space.task import Task
 from lightning_nas.stages import RunDir
 from lightning_nas.zc.vector import Probe
@@ -56,7 +57,7 @@ class _HistoryHardware:
             self.costs[task] = hardware_cost_for(self.device, task, self.workdir, self.archive)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = task.network(arch)
+            model = task_network(task, arch)
         cost = self.costs[task](model, task.input_shape)
         return {unit: cost[f"{unit}_estimate"] for unit in ("latency_ms", "energy_mj") if f"{unit}_estimate" in cost}
 

@@ -27,6 +27,7 @@ from .search.evaluate import ArchEvaluator, Budget
 from .search.hl_evo import HLEvoConfig, hl_evo, random_within_budget
 from .select import training_config
 from .space.arch import Arch
+from .space.network import task_network
 from .space.task import Task
 from .stages import RunDir
 from .studies import graphnet_cell
@@ -87,7 +88,7 @@ def init_grad_norm(arch: Arch, task: Task, seed: int = 0, batch: int = 16) -> fl
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = task.network(arch).train()
+        model = task_network(task, arch).train()
         x = torch.randn(batch, *task.input_shape)
         y = torch.randint(0, task.num_classes, (batch,))
         out = model(x)

@@ -50,6 +50,7 @@ from .search.evaluate import ArchEvaluator, Budget, Evaluation
 from .select import SelectConfig, best_index, train_candidates
 from .space.arch import Arch
 from .space.hl import HLArch
+from .space.network import task_network
 from .space.task import Task
 from .stages import RunDir
 from .tracking import log_stage
@@ -254,7 +255,7 @@ def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample:
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                model = task.network(arch)
+                model = task_network(task, arch)
             cost = evaluator.cost(model)
         except (RuntimeError, ValueError):  # made for another task and not buildable for this one
             continue

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from .pipeline import STAGES
+from .space.network import task_network
 from .stages import RunDir
 
 TABLE2_METHODS = ["HL-Evo(T-CET)+CCNF", "Evo(T-CET)", "Random(T-CET)"]
@@ -423,7 +424,7 @@ def _latency(w: Path, config: ReportConfig, log) -> str:
                 arch = Arch.from_json(r["spec"])
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    predicted = cost(task.network(arch), task.input_shape)
+                    predicted = cost(task_network(task, arch), task.input_shape)
                 history.append({"spec": r["spec"], "tcet": m["score"], "params": m["params"],
                                 "latency_ms": predicted["latency_ms"],
                                 "latency_ms_estimate": predicted["latency_ms_estimate"]})

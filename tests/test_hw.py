@@ -23,6 +23,7 @@ from lightning_nas.hw.cost import HardwareCost, random_archs
 from lightning_nas.hw.measure import measure_arch, network_key
 from lightning_nas.hw.predictors import NB201_LUT_COLUMNS, NETWORK_LUT_COLUMNS, LookupTable, network_features
 from lightning_nas.search.evaluate import ArchEvaluator, Budget
+from lightning_nas.space.network import task_network
 from lightning_nas.space.task import Task
 from lightning_nas.zc.vector import Probe
 
@@ -163,7 +164,7 @@ def test_hardware_budget_discards_networks_predicted_over_it():
     tiny_probe = Probe.from_source("gaussian", seed=0, batch_size=4)
     task = Task.from_probe(tiny_probe)
     archs = random_archs(task, 6, seed=0)
-    feats = np.stack([network_features(task.network(a), task.input_shape) for a in archs])
+    feats = np.stack([network_features(task_network(task, a), task.input_shape) for a in archs])
     # a cost table with a known answer: 1 ms per million dense-conv MACs
     table = HardwareCost("raspi4", {"latency_ms": [0.0, 1.0] + [0.0] * (NETWORK_LUT_COLUMNS - 2)})
     latencies = feats[:, 1]
@@ -216,7 +217,7 @@ def test_host_cost_uses_the_op_table_and_reuses_every_stored_timing(tmp_path, mo
         cost = hardware_cost_for("host", task, tmp_path, archive, progress=False)
         assert cost.features == "op_table" and len(cost.coefficients["latency_ms"]) == 3
         arch = random_archs(task, 1, seed=9)[0]
-        predicted = cost(task.network(arch), task.input_shape)["latency_ms"]
+        predicted = cost(task_network(task, arch), task.input_shape)["latency_ms"]
         assert predicted > 0
         stored = len(archive.latencies())
         assert stored > 30 and {r["task"] for r in archive.latencies()} == {"t", "op"}
@@ -228,5 +229,5 @@ def test_host_cost_uses_the_op_table_and_reuses_every_stored_timing(tmp_path, mo
         monkeypatch.setattr("lightning_nas.hw.op_table.measure_latency", fail)
         again = hardware_cost_for("host", task, tmp_path, archive, progress=False)  # loaded from <workdir>/hw/
         assert again.coefficients == cost.coefficients
-        assert again(task.network(arch), task.input_shape)["latency_ms"] == pytest.approx(predicted)
+        assert again(task_network(task, arch), task.input_shape)["latency_ms"] == pytest.approx(predicted)
         assert len(archive.latencies()) == stored

@@ -16,6 +16,7 @@ from lightning_nas.space import CHANNEL_GRID, MAX_CELLS, Cell
 from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.space.nb201 import cell_from_nb201
+from lightning_nas.space.network import task_network
 from lightning_nas.space.task import TASKS
 from lightning_nas.zc import Probe
 from tests.conftest import REPO, gen_cell
@@ -214,7 +215,7 @@ class CostEvaluator(CountingEvaluator):
     def __call__(self, arch):
         from lightning_nas.search import Evaluation
 
-        params = count_cost(self.task.network(arch), self.task.input_shape)["params"]
+        params = count_cost(task_network(self.task, arch), self.task.input_shape)["params"]
         status = "over_budget" if self.budget.violations({"params": params, "macs": 0, "flops": 0}) else "ok"
         return Evaluation(status, float(arch.num_cells) if status == "ok" else None, params, 1, 1, 0.0)
 

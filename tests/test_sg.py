@@ -19,7 +19,7 @@ from lightning_nas.space.cell import Cell
 from lightning_nas.space.cost import count_cost
 from lightning_nas.space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
 from lightning_nas.space.hl_cost import HLParamsEstimate
-from lightning_nas.space.network import build_network
+from lightning_nas.space.network import build_network, task_cost, task_network
 from tests.conftest import REPO
 
 
@@ -223,7 +223,7 @@ def test_hl_sequences_carry_the_latency_of_each_architecture_on_the_device(histo
     hl, values = items[0]
     spec = next(r["spec"] for r in _archs(tmp_path / "archive.sqlite") if r["hl_spec"] == hl.to_json())
     arch = Arch.from_json(spec)
-    expected = float(network_features(dm.task.network(arch), dm.task.input_shape) @ np.array(table))
+    expected = float(network_features(task_network(dm.task, arch), dm.task.input_shape) @ np.array(table))
     assert values["latency_ms"] == pytest.approx(expected)
     prompt = dm.collate([(hl, values)], drop=False)["input_ids"][0].tolist()
     assert dm.tokenizer.ids[f"latency_ms:{dm.tokenizer.bins['latency_ms'].index(expected)}"] in prompt
@@ -473,7 +473,7 @@ def test_a_history_of_several_tasks_conditions_the_sg_on_each(tiny_archive, tmp_
             task = named_task("cifar10" if i % 2 else "cifar100")
             c = random_candidate(rng, 2, random_cell, 64)
             arch = task.materialise(c.hl, c.cells)
-            archive.add_arch(arch.to_json(), {**task.cost(arch), "status": "ok", "score": 1.0 + i,
+            archive.add_arch(arch.to_json(), {**task_cost(task, arch), "status": "ok", "score": 1.0 + i,
                                               "objective": "tcet", "iteration": i}, c.hl.to_json(), {},
                              stage="search", run=task.name)
     dm = HLSequenceDataModule(str(path), val_fraction=0.2)

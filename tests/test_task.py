@@ -10,7 +10,7 @@ from lightning_nas.archive import Archive
 from lightning_nas.search import ArchEvaluator, Budget, HLEvoConfig, hl_evo
 from lightning_nas.space import Arch, Cell, build_network, count_cost
 from lightning_nas.space.hl import HLArch, HLStage
-from lightning_nas.space.network import DenseGraphNet
+from lightning_nas.space.network import DenseGraphNet, task_network
 from lightning_nas.space.task import TASKS, Task, named_task
 from lightning_nas.zc import Probe
 
@@ -51,7 +51,7 @@ def test_architectures_carry_their_task_and_respect_its_strides(tmp_path):
     with pytest.raises(ValueError, match="dense task keeps the input resolution"):
         named_task("darcy_flow").materialise(hl, [CONV, CONV])
     flat = named_task("darcy_flow").materialise(HLArch((HLStage(0, 16, 1, 1),)), [CONV])
-    assert isinstance(named_task("darcy_flow").network(flat), DenseGraphNet)
+    assert isinstance(task_network(named_task("darcy_flow"), flat), DenseGraphNet)
     with pytest.raises(ValueError, match="allows 3"):  # 8 px: three halvings
         Task("tiny", 3, 8, 10).materialise(HLArch(tuple(HLStage(0, 8, 2, 1) for _ in range(4))), [CONV] * 4)
 

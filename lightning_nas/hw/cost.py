@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..space.network import task_network
 from .devices import DEVICES, ENERGY_DEVICES, HW_DEVICES, HWNASBench
 from .op_table import OP_TABLE_FEATURES
 from .predictors import NETWORK_LUT_COLUMNS, LookupTable, network_features
@@ -141,7 +142,7 @@ class HardwareCost:
             m = measure_arch(arch, task, runtime=runtime, threads=threads, archive=archive)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                feats.append(table.features(task.network(arch), task.input_shape))
+                feats.append(table.features(task_network(task, arch), task.input_shape))
             latency.append(m.ms)
         cost = cls.fit("host", np.stack(feats), {"latency_ms": np.array(latency)},
                        {"source": "host", "fingerprint": host_fingerprint(runtime, threads).to_json(),

@@ -33,6 +33,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..space.network import task_network
+
 Runtime = Literal["eager", "onnxruntime"]
 RUNTIMES: tuple[str, ...] = ("eager", "onnxruntime")
 
@@ -183,7 +185,7 @@ def measure_arch(arch, task, runtime: Runtime = "eager", batch: int = 1, threads
                                       stored["p10_ms"])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = task.network(arch)
+        model = task_network(task, arch)
     measurement = measure_latency(model, task.input_shape, runtime, batch, threads, warmup, runs, seed)
     if archive is not None:
         archive.add_latency(key, measurement, arch_spec=arch.to_json(), task=task.name)

@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from transformers import GPTNeoConfig, GPTNeoForCausalLM, LogitsProcessor, LogitsProcessorList
 
+from ..space.network import task_cost
 from ..hl_tokenizer import BOS, EOS, PAD, HLTokenizer, task_condition
 from ..space.hl import MAX_DOWNSAMPLINGS, HLArch
 from ..space.hl_cost import HLParamsEstimate
@@ -297,7 +298,7 @@ class SGModule(L.LightningModule):
                     arch = task.materialise(hl, data.draw_cells(hl, random.Random(n)))
                 except ValueError:  # a cluster the history never drew a cell for: counted as a miss
                     continue
-                within += task.cost(arch)["params"] <= budget["params"]
+                within += task_cost(task, arch)["params"] <= budget["params"]
             return within / len(archs)
 
         return {"budget_satisfaction": share(guided), "budget_satisfaction_unguided": share(unguided),

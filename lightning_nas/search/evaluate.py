@@ -11,7 +11,7 @@ import torch
 
 from ..space.arch import Arch
 from ..space.cost import count_cost
-from ..space.network import build_network
+from ..space.network import build_network, task_network
 from ..space.task import Task
 from ..zc.proxies import evaluate_proxies
 from ..zc.vector import Probe
@@ -133,7 +133,7 @@ class ArchEvaluator:
             self.task.check(arch)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.probe.seed)
-                model = self.task.network(arch)
+                model = task_network(self.task, arch)
             cost = self.cost(model)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, None, None, None, time.perf_counter() - start, f"build: {err}")

@@ -26,6 +26,7 @@ from ..archive import Archive
 from ..space.arch import MAX_CELLS, Arch
 from ..space.cell import Cell
 from ..space.hl import MAX_DOWNSAMPLINGS, HLArch, HLStage
+from ..space.network import task_network
 from .evaluate import BUDGET_UNITS, ArchEvaluator, Evaluation
 from .mutations import Candidate, mutate
 
@@ -120,7 +121,7 @@ def random_within_budget(rng: random.Random, num_clusters: int, new_cell: Callab
             return child, draw
         try:
             with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
-                cost = evaluate.cost(task.network(evaluate.materialise(child.hl, child.cells)))
+                cost = evaluate.cost(task_network(task, evaluate.materialise(child.hl, child.cells)))
         except (RuntimeError, ValueError):
             continue  # the search would count it as failed: draw another
         if not budget.violations(cost):

@@ -106,3 +106,18 @@ def build_network(arch: Arch | dict[str, Any], in_channels: int = 3, num_classes
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
     return GraphNet(arch, in_channels, num_classes, dims)
+
+
+def task_network(task, arch: Arch) -> nn.Module:
+    """The network ``evaluate`` trains for ``arch`` on ``task`` (a :class:`~lightning_nas.space.task.Task`): a
+    classifier, or a per-pixel head if the task is dense."""
+    if task.dense:
+        return DenseGraphNet(arch, task.in_channels, task.num_classes, task.dims)
+    return build_network(arch, task.in_channels, task.num_classes, task.dims)
+
+
+def task_cost(task, arch: Arch) -> dict[str, int]:
+    """Params/MACs/FLOPs of :func:`task_network` for one sample of ``task.input_shape``."""
+    from .cost import count_cost
+
+    return count_cost(task_network(task, arch), task.input_shape)

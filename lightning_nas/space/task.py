@@ -93,20 +93,6 @@ class Task:
                 f"{self.max_downsamplings}")
             raise ValueError(f"task {self.name!r}: the architecture has {strided} stride-2 stages; {kind}")
 
-    def network(self, arch):
-        """The network ``evaluate`` trains for ``arch`` on this task (a classifier, or a per-pixel head if dense)."""
-        from .network import DenseGraphNet, build_network
-
-        if self.dense:
-            return DenseGraphNet(arch, self.in_channels, self.num_classes, self.dims)
-        return build_network(arch, self.in_channels, self.num_classes, self.dims)
-
-    def cost(self, arch) -> dict[str, int]:
-        """Params/MACs/FLOPs of :meth:`network` for one sample of :attr:`input_shape`."""
-        from .cost import count_cost
-
-        return count_cost(self.network(arch), self.input_shape)
-
     # ---- serialisation -----------------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
