@@ -4,13 +4,13 @@ A budget is only meaningful on the network that will be trained. A :class:`Task`
 (channels and spatial size; one size for 1-D sequences, two for images), its outputs (classes or labels, or output
 channels per pixel for a ``dense`` task), the stem's stride and whether the ops carry squeeze-and-excitation (the
 paper's ImageNet networks: stem stride 2, SE on). :meth:`Task.materialise` turns an HL architecture and its cells
-into the task's :class:`~lightning_nas.space.arch.Arch`, :meth:`Task.network` builds the network ``evaluate`` trains
-and :meth:`Task.cost` counts it for one sample — so ``search``, ``generate`` and the SG's budget guide check the
-cost of exactly that network. The architecture carries its task (``arch.json``'s ``"task"``), and ``evaluate``
-refuses to train it on inputs or outputs of another shape.
+into the task's :class:`~lightning_nas.space.arch.Arch`, :func:`~lightning_nas.space.network.task_network` builds
+the network ``evaluate`` trains and :func:`~lightning_nas.space.network.task_cost` counts it for one sample — so
+``search``, ``generate`` and the SG's budget guide check the cost of exactly that network. The architecture carries
+its task (``arch.json``'s ``"task"``), and ``evaluate`` refuses to train it on inputs or outputs of another shape.
 
 Named tasks (:data:`TASKS`): ``cifar10``, ``cifar100``, ``imagenet`` (224 px, stem stride 2, SE), ``digits`` (the
-demo: 1 channel upsampled to 32 px) and the eight NAS-Bench-360 tasks (shapes from :mod:`datamodules.nb360`).
+demo: 1 channel upsampled to 32 px) and the eight NAS-Bench-360 tasks (shapes from :mod:`lightning_nas.tasks`).
 """
 
 from __future__ import annotations
