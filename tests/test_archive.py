@@ -521,7 +521,7 @@ def test_a_read_only_archive_names_the_file_and_what_to_do(tmp_path, monkeypatch
 
 
 def test_a_writer_locked_out_names_the_file_and_what_to_do(tmp_path, monkeypatch):
-    import lightning_nas.archive as archive_module
+    import lightning_nas.archive.connection as archive_module
 
     path = tmp_path / "archive.sqlite"
     Archive(path).close()
