@@ -400,9 +400,9 @@ class CCNFModule(L.LightningModule):
 
     # ---- checkpoint ------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        # Lightning sets the datamodule up before the module: its latent space is read, not computed here
         data = self.trainer.datamodule if self._trainer is not None else None
         if data is not None and hasattr(data, "space"):
-            data.setup(stage)
             self.check_space(data.space)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

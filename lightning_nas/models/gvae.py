@@ -337,9 +337,9 @@ class GVAEModule(L.LightningModule):
         return list(names) if names else [str(i) for i in range(self.hparams.zc_dims)]
 
     def setup(self, stage: str) -> None:
+        # Lightning sets the datamodule up before the module: its op set and normaliser are read, not computed here
         data = self.trainer.datamodule if self._trainer is not None else None
         if data is not None and hasattr(data, "op_set"):
-            data.setup(stage)
             self.check_space(data.op_set)
             self.normaliser = data.normaliser
 
