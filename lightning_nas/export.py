@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+ExportFormat = Literal["onnx", "torchscript", "pt2"]
+SUFFIX: dict[str, str] = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}  # one per ExportFormat
 ONNX_OPSET = 18
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 VERIFY_BATCHES = (2, 3)  # 3 differs from the export example's batch of 2: checks the batch axis is dynamic
@@ -64,7 +65,7 @@ class ExportConfig:
     """
 
     ckpt: str
-    format: Literal["onnx", "torchscript", "pt2"]
+    format: ExportFormat  # checked by jsonargparse at the command line
     arch: str | None = None
     out: str | None = None
     input_shape: str | list[int] | None = None
@@ -72,8 +73,6 @@ class ExportConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.format not in SUFFIX:
-            raise ValueError(f"format: {self.format!r}; choose from {', '.join(SUFFIX)}")
         if self.input_shape is not None:
             self.input_shape = parse_shape(self.input_shape)
         if not self.atol > 0:

@@ -201,3 +201,14 @@ def test_a_file_that_disagrees_with_the_network_is_reported(checkpoints, tmp_pat
     ckpt, _ = checkpoints["classifier"]
     with pytest.raises(RuntimeError, match="differs from the network by 0.001"):
         export.run_export(export.ExportConfig(ckpt=str(ckpt), format="torchscript", out=str(tmp_path / "m.pt")))
+
+
+def test_every_export_format_has_a_file_suffix_and_a_bad_one_is_refused_by_the_parser():
+    from typing import get_args
+
+    from lightning_nas.export import SUFFIX, ExportFormat
+
+    assert set(SUFFIX) == set(get_args(ExportFormat))
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["export", "--ckpt", "x.ckpt", "--format", "keras"])
+    assert exit_.value.code == 2
