@@ -96,6 +96,7 @@ from nb201_search import (  # noqa: E402
 from lightning_nas.archive import Archive  # noqa: E402
 from lightning_nas.hw import HW_DEVICES, HWNASBench, fit_predictor, nb201_features, within  # noqa: E402
 from lightning_nas.hw.predictors import NB201_LUT_COLUMNS  # noqa: E402
+from lightning_nas.report import pareto_front as cost_value_front  # noqa: E402
 from lightning_nas.space import Cell  # noqa: E402
 from lightning_nas.space.nb201 import (  # noqa: E402
     NB201_DATA,
@@ -130,13 +131,9 @@ def hypervolume(points, ref: tuple[float, float]) -> float:
 
 
 def pareto_front(points) -> list[tuple[float, float]]:
-    """The non-dominated ``(accuracy, latency)`` points, by increasing latency (and accuracy)."""
-    front, best = [], -math.inf
-    for lat, acc in sorted((lat, -acc) for acc, lat in points):
-        if -acc > best:
-            front.append((-acc, lat))
-            best = -acc
-    return front
+    """The non-dominated ``(accuracy, latency)`` points, by increasing latency (and accuracy):
+    :func:`lightning_nas.report.pareto_front` on (latency, accuracy)."""
+    return [(acc, lat) for lat, acc in cost_value_front([(lat, acc) for acc, lat in points])]
 
 
 def round_sig(x: float, digits: int = 3) -> float:
