@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from table1 import DEFAULT_CSV, REPO, best_nb201_cell
 
-from datamodules import LatentDataModule
+from datamodules import UnlabelledCellDataModule
 from lightning_nas.archive import Archive
 from lightning_nas.generator import CellGenerator
 from lightning_nas.zc import ZCNormaliser
@@ -47,9 +47,10 @@ def main() -> None:
         print(f"tau {tau}: CCNF |q - z(r)|_1 {(q(flow) - z_r).abs().sum(1).mean():.2f}, per-dim distance to f(r) "
               f"{(flow - f_r).abs().mean():.2f} | neighbourhood {(q(near) - z_r).abs().sum(1).mean():.2f}, "
               f"{(near - f_r).abs().mean():.2f}")
-    data = LatentDataModule(str(w / "archive.sqlite"), str(w / "gvae/checkpoints/last.ckpt"))
+    data = UnlabelledCellDataModule(str(w / "archive.sqlite"))
     data.setup()
-    latents, cond = (t[:n] for t in data.val_set.tensors)
+    latents = g.gvae.encoder(*(t[:n] for t in data.val_set.tensors))[0].detach()
+    cond = q(latents).detach()
     sampled = g.ccnf.flow.sample(cond, 1.0, torch.Generator().manual_seed(1))
     shuffled = cond[torch.randperm(len(cond), generator=gen)]
     print(f"held-out conditions: |q(sample|c) - c|_1 {(q(sampled) - cond).abs().sum(1).mean():.2f}, "

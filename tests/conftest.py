@@ -76,16 +76,16 @@ def tiny_ccnf(tiny_archive, tiny_gvae, tmp_path_factory):
     import lightning as L
     import torch
 
-    from datamodules import LatentDataModule
+    from datamodules import UnlabelledCellDataModule
     from lightning_nas.models import CCNFModule
 
     root = tmp_path_factory.mktemp("tiny_ccnf")
     torch.manual_seed(0)
-    ccnf = CCNFModule(latent_dim=8, hidden=16, layers=1, atol=1e-3, rtol=1e-3, gen_samples=0)
+    ccnf = CCNFModule(str(tiny_gvae), latent_dim=8, hidden=16, layers=1, atol=1e-3, rtol=1e-3, gen_samples=0)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
                         limit_val_batches=0)
-    trainer.fit(ccnf, datamodule=LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64))
+    trainer.fit(ccnf, datamodule=UnlabelledCellDataModule(str(tiny_archive), batch_size=64))
     trainer.save_checkpoint(root / "ccnf.ckpt")
     return root / "ccnf.ckpt"
 

@@ -139,16 +139,19 @@ def test_stiff_solve_is_reported():
 
 
 # ---- training on real G-VAE latents, and generation ------------------------------------------------------------------
-def test_latent_datamodule_holds_unlabelled_means_with_predicted_conditions(tiny_archive, tiny_gvae):
-    from datamodules import LatentDataModule
+def test_ccnf_trains_on_the_frozen_gvae_means_and_predicted_conditions_of_unlabelled_cells(tiny_archive, tiny_gvae):
+    from datamodules import UnlabelledCellDataModule
     from lightning_nas.archive import Archive
     from lightning_nas.models import GVAEModule
 
-    data = LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64, val_fraction=0.1, seed=0)
+    data = UnlabelledCellDataModule(str(tiny_archive), batch_size=64, val_fraction=0.1, seed=0)
     data.setup("fit")
-    latents = torch.cat([data.train_set.tensors[0], data.val_set.tensors[0]])
-    cond = torch.cat([data.train_set.tensors[1], data.val_set.tensors[1]])
-    assert latents.shape == (560, 8) and cond.shape == (560, 4)  # the 600 − 40 unlabelled cells
+    assert len(data.train_set) + len(data.val_set) == 560  # the 600 − 40 unlabelled cells
+    model = CCNFModule(gvae=str(tiny_gvae), latent_dim=8, hidden=16, layers=1)
+    model.setup("fit")  # loads the frozen G-VAE
+    assert model.space == {"op_set": "graphnet", "encoding": 1, "latent": 8, "zc_dims": 4}
+    pairs = [model.latents_and_conditions(batch) for batch in (data.train_set.tensors, data.val_set.tensors)]
+    latents, cond = (torch.cat(t) for t in zip(*pairs))
     gvae = GVAEModule.from_checkpoint(tiny_gvae)
     with Archive(tiny_archive) as archive:
         labelled = set(archive.zc(archive.resolve_probe()))
@@ -156,9 +159,12 @@ def test_latent_datamodule_holds_unlabelled_means_with_predicted_conditions(tiny
     mine = gvae.encode(cells)
     assert torch.allclose(mine.sort(0).values, latents.sort(0).values, atol=1e-5)
     assert torch.allclose(gvae.predict_zc(mine).sort(0).values, cond.sort(0).values, atol=1e-5)
-    assert data.space == {"op_set": "graphnet", "encoding": 1, "latent": 8, "zc_dims": 4}
+    assert not any(p.requires_grad for p in model._gvae.parameters()) and not model._gvae.training
+    assert not any(k.startswith("_gvae") for k in model.state_dict())  # frozen, not saved with the flow
+    with pytest.raises(ValueError, match="cond_dim: 3"):
+        CCNFModule(gvae=str(tiny_gvae), latent_dim=8, cond_dim=3).setup("fit")
     with pytest.raises(FileNotFoundError, match="configs/gvae.yaml"):
-        LatentDataModule(str(tiny_archive), str(tiny_archive.parent / "missing.ckpt")).setup("fit")
+        CCNFModule(gvae=str(tiny_archive.parent / "missing.ckpt"), latent_dim=8).setup("fit")
 
 
 def test_ccnf_trains_writes_metrics_and_generates_valid_cells(tiny_archive, tiny_gvae, tmp_path):
@@ -166,14 +172,14 @@ def test_ccnf_trains_writes_metrics_and_generates_valid_cells(tiny_archive, tiny
 
     import lightning as L
 
-    from datamodules import LatentDataModule
+    from datamodules import UnlabelledCellDataModule
     from lightning_nas.generator import CellGenerator
     from lightning_nas.models import GVAEModule
     from lightning_nas.space import Cell
 
     torch.manual_seed(0)
-    model = CCNFModule(latent_dim=8, hidden=32, layers=2, atol=1e-4, rtol=1e-4, gen_samples=50)
-    data = LatentDataModule(str(tiny_archive), str(tiny_gvae), batch_size=64, val_fraction=0.1)
+    model = CCNFModule(str(tiny_gvae), latent_dim=8, hidden=32, layers=2, atol=1e-4, rtol=1e-4, gen_samples=50)
+    data = UnlabelledCellDataModule(str(tiny_archive), batch_size=64, val_fraction=0.1)
     trainer = L.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
                         gradient_clip_val=5.0, callbacks=[MetricsFile()])
@@ -182,8 +188,8 @@ def test_ccnf_trains_writes_metrics_and_generates_valid_cells(tiny_archive, tiny
     assert {"val_nll", "nfe", "gen_success", "samples_per_s"} <= set(metrics)
     assert metrics["gen_success"] == 1.0 and metrics["nfe"] > 2 and metrics["samples_per_s"] > 0
     # it learned: the held-out NLL beats a Gaussian fitted to the training latents (diagonal, per dimension)
-    train = data.train_set.tensors[0]
-    val = data.val_set.tensors[0]
+    train = model.latents_and_conditions(data.train_set.tensors)[0]
+    val = model.latents_and_conditions(data.val_set.tensors)[0]
     gaussian = -torch.distributions.Normal(train.mean(0), train.std(0)).log_prob(val).sum(1).mean().item()
     assert metrics["val_nll"] < gaussian
 

@@ -223,9 +223,13 @@ _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2", "heun2")
 class CCNFModule(L.LightningModule):
     """Trains the conditional flow p(f | c) on G-VAE mean latents f = μ(x) with condition c = q(μ(x)) (paper §3.2).
 
+    The module owns its frozen G-VAE (``gvae``): batches are encoder inputs (adjacency, node features) of unlabelled
+    cells (:class:`datamodules.UnlabelledCellDataModule`) and each is encoded to (f, c) here. Without a G-VAE the
+    batches are (latents, condition) pairs — a flow on other data.
+
     Loss: −log p(f | c) averaged over the batch (nats per latent). Validation reports the NLL (exact trace up to
     ``exact_trace_max_dim``; ``val/nll``, also per dimension), the function evaluations per solve (``val/nfe``), the learned end time, and —
-    when the datamodule carries the G-VAE — ``gen_success`` (valid cells per decoded sample) and ``samples_per_s``
+    with a G-VAE — ``gen_success`` (valid cells per decoded sample) and ``samples_per_s``
     of conditional generation. Metrics are written to ``<trainer.default_root_dir>/metrics.json``.
 
     A stiff solve (step-size underflow, more than ``max_num_steps`` steps) skips that batch: the batch is saved to
@@ -235,7 +239,9 @@ class CCNFModule(L.LightningModule):
     ``…_rank<r>.pt``), so no rank waits for the others' gradients and the replicas stay identical.
 
     Args:
-        latent_dim, cond_dim: sizes of f and c (from the G-VAE: its latent size and ZC dims).
+        gvae: the frozen G-VAE checkpoint (``<gvae run>/checkpoints/last.ckpt``), loaded when fitting; its latent size
+            and ZC dims must be ``latent_dim`` and ``cond_dim``, its op set the archive's.
+        latent_dim, cond_dim: sizes of f and c.
         hidden, layers: ODE-net width and number of hidden ConcatSquash layers (paper 512 × 9).
         end_time, train_end_time: initial T and whether it is learned (paper 0.5, learned).
         batch_norm: MovingBatchNorm before and after the CNF.
@@ -249,6 +255,7 @@ class CCNFModule(L.LightningModule):
 
     def __init__(
         self,
+        gvae: str | None = None,
         latent_dim: int = 64,
         cond_dim: int = 4,
         hidden: int = 256,
@@ -275,13 +282,40 @@ class CCNFModule(L.LightningModule):
         self.stiff_skipped = 0
         self._skipping = False  # this step's batch is being skipped (stiff on some rank)
         self.space: dict = {}  # the G-VAE this flow's latents come from (op set, encoding, latent size)
+        self._gvae = None  # the frozen G-VAE (loaded in setup; not a submodule: not trained, saved or put in train mode)
+        self._val_cond: list[torch.Tensor] = []
+
+    # ---- the frozen G-VAE ------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        """Load the frozen G-VAE and check it against the archive (op set) and this flow (latent and ZC sizes)."""
+        if self.hparams.gvae is None or self._gvae is not None:
+            return
+        from .gvae import GVAEModule
+
+        gvae = GVAEModule.from_checkpoint(self.hparams.gvae)
+        data = self.trainer.datamodule if self._trainer is not None else None
+        if getattr(data, "op_set", None) is not None:
+            gvae.check_space(data.op_set)
+        self.check_space({**gvae.space, "latent": gvae.hparams.latent, "zc_dims": gvae.hparams.zc_dims})
+        gvae.requires_grad_(False)
+        self.__dict__["_gvae"] = gvae  # a plain attribute: nn.Module's setattr would register (and save) it
+
+    @torch.no_grad()
+    def latents_and_conditions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f, c) of a batch: encoder inputs through the frozen G-VAE, or the batch itself when there is none."""
+        if self._gvae is None:
+            return batch[0], batch[1]
+        if self._gvae.device != self.device:
+            self._gvae.to(self.device)
+        latents = self._gvae.encoder(*batch)[0]
+        return latents, self._gvae.predict_zc(latents)
 
     def nll(self, latents: torch.Tensor, cond: torch.Tensor, exact_trace: bool = False) -> torch.Tensor:
         """−log p(latents | cond), per row (nats)."""
         return -self.flow(latents, cond, exact_trace)[1]
 
     def training_step(self, batch, batch_idx):
-        latents, cond = batch
+        latents, cond = self.latents_and_conditions(batch)
         self._skipping = False
         try:
             loss, err = self.nll(latents, cond).mean(), None
@@ -289,7 +323,7 @@ class CCNFModule(L.LightningModule):
             loss, err = None, stiff
         stiff_ranks = self._stiff_ranks(err is not None)
         if stiff_ranks:
-            return self._skip_stiff(batch, batch_idx, err, stiff_ranks)
+            return self._skip_stiff((latents, cond), batch_idx, err, stiff_ranks)
         self.stiff_in_a_row = 0
         n = len(latents)
         self.log("train/nll", loss, prog_bar=True, batch_size=n)
@@ -356,9 +390,12 @@ class CCNFModule(L.LightningModule):
     # ---- validation ------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val = {"nll": 0.0, "n": 0, "nfe": 0, "solves": 0}
+        self._val_cond = []
 
     def validation_step(self, batch, batch_idx):
-        latents, cond = batch
+        latents, cond = self.latents_and_conditions(batch)
+        if sum(len(c) for c in self._val_cond) < self.hparams.gen_samples:
+            self._val_cond.append(cond)
         before = self.flow.dynamics.nfe
         exact = self.hparams.latent_dim <= self.hparams.exact_trace_max_dim  # O(D) backward passes per evaluation
         nll = self.nll(latents, cond, exact_trace=exact)
@@ -386,25 +423,19 @@ class CCNFModule(L.LightningModule):
         self.epoch_metrics = metrics  # written to metrics.json by callbacks.MetricsFile
 
     def generation_metrics(self) -> dict[str, float]:
-        """gen_success and samples_per_s of cells generated for conditions drawn from the validation set."""
-        data = self.trainer.datamodule if self._trainer is not None else None
-        gvae = getattr(data, "gvae", None)
-        if gvae is None or self.hparams.gen_samples <= 0:
+        """gen_success and samples_per_s of cells generated for the first ``gen_samples`` held-out conditions (repeated
+        when there are fewer)."""
+        if self._gvae is None or self.hparams.gen_samples <= 0 or not self._val_cond:
             return {}
-        cond = data.val_conditions(self.hparams.gen_samples).to(self.device)
+        cond = torch.cat(self._val_cond)
+        cond = cond[torch.arange(self.hparams.gen_samples, device=cond.device) % len(cond)]
         start = time.perf_counter()
         latents = self.flow.sample(cond, generator=torch.Generator().manual_seed(0))
-        cells, repaired = gvae.decode_with_repairs(latents)
+        cells, repaired = self._gvae.decode_with_repairs(latents)
         seconds = time.perf_counter() - start
         return {"gen_success": 1.0 - sum(repaired) / len(cells), "samples_per_s": len(cells) / seconds}
 
     # ---- checkpoint ------------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        # Lightning sets the datamodule up before the module: its latent space is read, not computed here
-        data = self.trainer.datamodule if self._trainer is not None else None
-        if data is not None and hasattr(data, "space"):
-            self.check_space(data.space)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lightning_nas"] = {"space": self.space}
 
@@ -418,6 +449,8 @@ class CCNFModule(L.LightningModule):
                              "CCNF for this G-VAE")
         if space.get("latent") not in (None, self.hparams.latent_dim):
             raise ValueError(f"latent_dim: {self.hparams.latent_dim}, but the G-VAE's latent size is {space['latent']}")
+        if space.get("zc_dims") not in (None, self.hparams.cond_dim):
+            raise ValueError(f"cond_dim: {self.hparams.cond_dim}, but the G-VAE predicts {space['zc_dims']} ZC dims")
         self.space = dict(space)
 
     @classmethod

@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
@@ -139,16 +140,12 @@ class GVAEModule(L.LightningModule):
         kl_weight: float = 0.005,
         triplet_weight: float = 1.0,
         triplet_margin: float = 0.1,
-        triplet_mining: str = "hardest",
+        triplet_mining: Literal["hardest", "all"] = "hardest",
         predictor_weight: float = 1.0,
         prior_samples: int = 1000,
-        decoder: str = "structured",
+        decoder: Literal["structured", "independent"] = "structured",
     ):
         super().__init__()
-        if triplet_mining not in ("hardest", "all"):
-            raise ValueError(f"triplet_mining: 'hardest' or 'all', got {triplet_mining!r}")
-        if decoder not in ("structured", "independent"):
-            raise ValueError(f"decoder: 'structured' or 'independent', got {decoder!r}")
         self.save_hyperparameters()
         self.encoder = GraphEncoder(hidden, latent, layers)
         self.decoder = GraphDecoder(hidden, latent)
