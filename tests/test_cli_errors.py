@@ -143,7 +143,7 @@ def test_only_the_projects_own_validation_errors_are_usage_errors():
     import numpy as np
 
     from lightning_nas.cli import is_usage_error
-    from lightning_nas.cluster import ClusterStageConfig
+    from lightning_nas.cluster.stage import ClusterStageConfig
 
     with pytest.raises(ValueError) as ours:
         ClusterStageConfig(k_min=5, k_max=4)

@@ -14,15 +14,14 @@ from lightning_nas.cli import main as cli_main
 from lightning_nas.cluster import (
     FORMAT_VERSION,
     RULE,
-    ClusterStageConfig,
     choose_k,
     file_digest,
     fit_clusters,
     normaliser_digest,
     plateau_k,
     read_clusters,
-    run_cluster_stage,
 )
+from lightning_nas.cluster.stage import ClusterStageConfig, run_cluster_stage
 from lightning_nas.space import sample_cells
 from lightning_nas.zc.vector import ZC_NAMES, ZCNormaliser
 

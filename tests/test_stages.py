@@ -4,6 +4,7 @@ names every artifact and the stage that writes it."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -54,3 +55,71 @@ def test_run_dir_names_artifacts_and_says_which_stage_to_run(tmp_path):
         run.require("clusters")
     run.archive.write_bytes(b"")
     assert run.require("archive") == run.archive
+
+
+# ---- the import graph: one way, no cycle -----------------------------------------------------------------------------
+ROOTS = ("lightning_nas", "datamodules", "callbacks")
+
+
+def import_graph(base: Path) -> dict[str, set[str]]:
+    """Module → the project modules it imports (AST; function-local imports included; ``from pkg import name``
+    points at the submodule ``pkg.name`` when there is one, else at the package)."""
+    import ast
+
+    files = {}
+    for root in ROOTS:
+        for f in (base / root).rglob("*.py"):
+            parts = f.relative_to(base).with_suffix("").parts
+            files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    graph = {name: set() for name in files}
+    for name, f in files.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    module = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                      + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in files else module for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in files:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def test_imports_run_one_way_with_no_cycle():
+    graph = import_graph(REPO)
+    assert "lightning_nas.models.ccnf" in graph and "datamodules.graph_zc" in graph  # the scan sees the project
+
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+    forbidden = ("lightning_nas.models", "lightning_nas.cli", "lightning_nas.lightning_cli", "callbacks")
+    for module, imports in graph.items():
+        if module.startswith("datamodules"):  # data only: never a model, the command line or a callback
+            assert not [m for m in imports if m.startswith(forbidden)], module
+        if module.startswith("lightning_nas") and module != "lightning_nas.lightning_cli":
+            assert not [m for m in imports if m.startswith("callbacks")], module
+    # the search-space package is the bottom layer: it imports nothing of the stages above it
+    assert not [m for s in graph if s.startswith("lightning_nas.space") for m in graph[s]
+                if m.startswith(("lightning_nas.zc", "lightning_nas.models", "lightning_nas.search", "datamodules"))]

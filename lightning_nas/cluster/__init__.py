@@ -1,5 +1,6 @@
 """GMM clustering of cells (paper §3.1): the mixture and the choice of K (:mod:`.gmm`), ``clusters.json``
-(:mod:`.clusters_file`), the figures (:mod:`.plots`) and the ``cluster`` stage (:mod:`.stage`)."""
+(:mod:`.clusters_file`), the figures (:mod:`.plots`) and the ``cluster`` stage
+(:mod:`.stage`, imported by the CLI only: the library parts do not pull in the command line)."""
 
 from .clusters_file import (
     FORMAT,
@@ -23,9 +24,8 @@ from .gmm import (
     plateau_k,
 )
 from .plots import plot_curves, plot_latent_map
-from .stage import ClusterStageConfig, main, run_cluster_stage
 
-__all__ = ["COVARIANCE_TYPES", "FORMAT", "FORMAT_VERSION", "RULE", "ClusterFit", "ClusterStageConfig", "check_clusters",
-           "choose_k", "clusters_source", "file_digest", "fit_clusters", "gmm_from_fit", "main",
+__all__ = ["COVARIANCE_TYPES", "FORMAT", "FORMAT_VERSION", "RULE", "ClusterFit", "check_clusters",
+           "choose_k", "clusters_source", "file_digest", "fit_clusters", "gmm_from_fit",
            "measured_or_predicted", "normaliser_digest", "plateau_k", "plot_curves", "plot_latent_map",
-           "read_clusters", "rerun_hint", "run_cluster_stage", "write_clusters"]
+           "read_clusters", "rerun_hint", "write_clusters"]
