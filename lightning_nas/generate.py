@@ -34,9 +34,11 @@ budget). The same seed and config give the same ``arch.json``.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -44,6 +46,7 @@ from typing import Literal
 import torch
 
 from .archive import Archive
+from .distributed import Ranks, Strategy, launch
 from .hw.cost import hardware_cost_for
 from .hw.measure import measure_arch
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
@@ -118,6 +121,10 @@ class GenerateConfig:
         select: final selection by brief training of the proxy's top ``select.top_n`` (0: the proxy's best;
             :class:`~lightning_nas.select.SelectConfig`).
         out: output directory (default ``<workdir>/generate``).
+        workers, devices, num_nodes, strategy, threads: score the candidates across processes (CPU workers, or GPUs
+            per node) on Lightning Fabric's launcher (:mod:`lightning_nas.distributed`); every rank decodes the same
+            candidates (seeded), scores its share, and rank 0 writes the outputs. A ``host`` latency/energy budget
+            is measured on this machine and so needs one process.
         wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
             otherwise, :mod:`lightning_nas.tracking`).
     """
@@ -139,6 +146,11 @@ class GenerateConfig:
     seed: int = 0
     select: SelectConfig = field(default_factory=SelectConfig)
     out: str | None = None
+    workers: int = 1
+    devices: int = 0
+    num_nodes: int = 1
+    strategy: Strategy = "auto"
+    threads: int = 0
     wandb: bool = False
 
     def __post_init__(self):
@@ -151,6 +163,12 @@ class GenerateConfig:
             self.select = SelectConfig(**self.select)
         if self.candidates < 1 or self.sequences < 1:
             raise ValueError(f"candidates and sequences must be ≥ 1 (got {self.candidates}, {self.sequences})")
+        if self.workers < 1 or self.devices < 0 or self.num_nodes < 1:
+            raise ValueError("workers and num_nodes must be ≥ 1 and devices ≥ 0")
+        processes = (self.devices or self.workers) * self.num_nodes
+        if processes > 1 and self.device == "host" and (self.budget.latency_ms or self.budget.energy_mj):
+            raise ValueError("budget.latency_ms on device host is measured on this machine: score with one process "
+                             "(workers: 1, devices: 0) or judge latency on a HW-NAS-Bench device")
         if self.task is not None:
             self.task = Task.resolve(self.task).to_json()
 
@@ -178,10 +196,12 @@ class Generation:
 def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: int = 100, sequences: int = 4,
                            temperature: float = 0.4, seed: int = 0, guide_quantile: float | None = 0.9,
                            progress: bool = True, unseen_task: str = "drop",
-                           hardware_params: float | None = None) -> Generation:
+                           hardware_params: float | None = None,
+                           score_many: Callable[[list[Arch]], list[Evaluation]] | None = None) -> Generation:
     """Steps 1–3 of the module docstring with loaded models; ``evaluator`` holds the budget and the task;
     ``guide_quantile=None`` decodes without the budget guide; ``hardware_params``: the params limit a latency/energy
-    budget implies for the guide (:func:`hardware_params_limit`)."""
+    budget implies for the guide (:func:`hardware_params_limit`); ``score_many``: scores all candidates at once
+    (across ranks: :meth:`lightning_nas.distributed.Ranks.map`) instead of one by one here."""
     from tqdm.auto import tqdm
 
     from .models.sg import BudgetGuide
@@ -224,10 +244,12 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
 
     start = time.perf_counter()
     scored = []
-    bar = tqdm(zip(plan, archs, strict=True), total=candidates, desc="candidates", unit="arch", disable=not progress)
+    evaluations = score_many(archs) if score_many is not None else None
+    bar = tqdm(zip(plan, archs, strict=True), total=candidates, desc="candidates", unit="arch",
+               disable=not progress or evaluations is not None)
     best, top = None, float("-inf")
     for n, (hl, arch) in enumerate(bar):
-        evaluation = evaluator(arch)
+        evaluation = evaluations[n] if evaluations is not None else evaluator(arch)
         scored.append((hl, arch, evaluation))
         if evaluation.status == "ok" and evaluation.score > top:
             best, top = n, evaluation.score
@@ -266,7 +288,15 @@ def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample:
 
 
 def run_generate(config: GenerateConfig) -> dict:
-    """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics."""
+    """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics (``{}`` on the
+    ranks other than 0 of a job SLURM or torchrun started)."""
+    processes = config.devices or config.workers
+    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0)
+    return launch(_generate, config, accelerator="gpu" if config.devices else "cpu", devices=processes,
+                  num_nodes=config.num_nodes, strategy=config.strategy, threads=threads) or {}
+
+
+def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     from .generator import CellGenerator
     from .models.sg import SGModule
     from .space.draw import draw_arch
@@ -279,6 +309,12 @@ def run_generate(config: GenerateConfig) -> dict:
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
     b = config.budget
     budget = Budget("request", b.params, b.macs, b.flops, b.latency_ms, b.energy_mj, config.device)
+    if ranks.rank == 0 and budget.hardware:  # the one writer fits (and caches) the device's cost table first
+        with Archive(path, create=False) as archive:
+            probe = Probe.from_archive(archive)
+            hardware_cost_for(config.device, Task.from_json(config.task) if config.task else Task.from_probe(probe),
+                              workdir, archive)
+    ranks.barrier()
     with Archive(path, create=False) as archive:  # open while generating: the host's op table stores layer timings
         probe = Probe.from_archive(archive)
         task = Task.from_json(config.task) if config.task else Task.from_probe(probe)
@@ -289,7 +325,12 @@ def run_generate(config: GenerateConfig) -> dict:
         result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
                                         config.temperature, config.seed,
                                         config.guide_quantile if config.budget_guide else None,
-                                        unseen_task=config.unseen_task, hardware_params=implied)
+                                        unseen_task=config.unseen_task, hardware_params=implied,
+                                        progress=ranks.rank == 0,
+                                        score_many=(lambda archs: ranks.map(evaluator, archs))
+                                        if ranks.world_size > 1 else None)
+    if ranks.rank != 0:
+        return None
 
     out = Path(config.out) if config.out else workdir / "generate"
     out.mkdir(parents=True, exist_ok=True)

@@ -253,3 +253,80 @@ def test_random_search_and_single_phase_modes(tmp_path):
     late = lambda run: {x for i, c in changes[run] if i > 30 for x in c}  # noqa: E731
     assert "cluster" not in late("two") and "insert" not in late("two")  # exploitation phase
     assert "cluster" in late("one")
+
+
+# ---- over ranks ------------------------------------------------------------------------------------------------------
+def _batched_search(ranks, path: str, batch: int) -> list:
+    """HL-Evo with generations of ``batch`` children scored across the ranks; rank 0 writes the history."""
+    evaluate = ArchEvaluator(Probe.from_source("gaussian", seed=0, batch_size=4), Budget("b", max_params=150_000))
+    with Archive(path, op_set="graphnet") as archive:
+        hl_evo(HLEvoConfig(population=4, iterations=9, seed=0, batch=batch), evaluate, gen_cell, 3, archive, "run",
+               evaluate_many=lambda archs: ranks.map(evaluate, archs), write=ranks.rank == 0)
+    return _history(path) if ranks.rank == 0 else None
+
+
+def test_batched_generations_give_the_same_history_on_one_and_two_ranks(tmp_path):
+    """batch: 4 — each generation's children drawn from the population at its start and scored across ranks: the
+    history depends on the batch, not on the number of processes; batch 1 is Algorithm 1 as before."""
+    from lightning_nas.distributed import launch
+
+    one = launch(_batched_search, str(tmp_path / "one.sqlite"), 4)
+    two = launch(_batched_search, str(tmp_path / "two.sqlite"), 4, devices=2, threads=1)
+    assert [i for i, *_ in one] == list(range(10)) and two == one
+    sequential = launch(_batched_search, str(tmp_path / "seq.sqlite"), 1)
+    assert sequential != one  # a generation's children see no sibling: another history than one at a time
+    with Archive(tmp_path / "seq2.sqlite", op_set="graphnet") as archive:  # batch 1 = the sequential loop
+        hl_evo(HLEvoConfig(population=4, iterations=9, seed=0),
+               ArchEvaluator(Probe.from_source("gaussian", seed=0, batch_size=4), Budget("b", max_params=150_000)),
+               gen_cell, 3, archive, "run")
+    assert _history(tmp_path / "seq2.sqlite") == sequential
+
+
+def test_history_shards_merge_once_and_skip_a_torn_line(tmp_path):
+    import json
+
+    from lightning_nas.search.stage import ShardHistory, merge_history_shards
+
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        archive.add_arch({"a": 0}, {"iteration": 0}, None, None, stage="search", run="r")
+        shard = ShardHistory(archive.archs(stage="search", run="r"), tmp_path / "shards" / "r.jsonl")
+        for i in range(3):
+            shard.add_arch({"a": i}, {"iteration": i}, None, None, "search", "r")  # iteration 0 is stored already
+        assert [r["metrics"]["iteration"] for r in shard.archs()] == [0, 0, 1, 2]
+        with open(shard.path, "a") as f:
+            f.write(json.dumps({"spec": {}, "metrics": {"iteration": 3}})[:15])  # cut short by a kill
+        copy = (tmp_path / "shards" / "r.jsonl").read_text()
+        assert merge_history_shards(archive, tmp_path / "shards") == 2
+        (tmp_path / "shards" / "again.jsonl").write_text(copy)  # merged twice (killed before the unlink)
+        assert merge_history_shards(archive, tmp_path / "shards") == 0
+        assert [r["metrics"]["iteration"] for r in archive.archs(stage="search", run="r")] == [0, 1, 2]
+        assert list((tmp_path / "shards").iterdir()) == []
+
+
+def test_a_two_rank_search_with_two_budgets_equals_two_one_rank_searches(tiny_archive, tiny_gvae, tiny_ccnf,
+                                                                        tmp_path):
+    import shutil
+
+    from lightning_nas.cluster import write_clusters
+    from lightning_nas.search.stage import SearchStageConfig, run_search_stage
+
+    budgets = [{"name": "small", "max_params": 400_000}, {"name": "big", "max_macs": 50_000_000}]
+    histories = {}
+    for name, workers, runs in (("two", 2, [budgets]), ("one", 1, [[b] for b in budgets])):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        shutil.copy(tiny_archive, workdir / "archive.sqlite")
+        write_clusters(workdir / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=workdir / "archive.sqlite")
+        for chosen in runs:
+            metrics = run_search_stage(SearchStageConfig(
+                workdir=str(workdir), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf), clusters=str(workdir / "clusters.json"),
+                population=3, iterations=3, seed=1, budgets=chosen, workers=workers, threads=1))
+        assert metrics["processes"] == workers
+        with Archive(workdir / "archive.sqlite") as archive:  # by budget: a run id hashes the workdir too
+            histories[name] = {r["budget"]["name"]: [] for r in archive.archs(stage="search")}
+            for r in archive.archs(stage="search"):
+                histories[name][r["budget"]["name"]].append((r["metrics"]["iteration"], r["spec"],
+                                                             r["metrics"]["status"], r["metrics"]["score"]))
+        assert not (workdir / "search" / "shards").exists() or not list((workdir / "search" / "shards").iterdir())
+    assert len(histories["two"]) == 2 and all(len(h) == 4 for h in histories["two"].values())
+    assert histories["two"] == histories["one"]

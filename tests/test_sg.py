@@ -380,10 +380,16 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     assert (tmp_path / "a" / "arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and max(r["score"] or 0 for r in rows) == metrics["tcet"]
-    # the same seed and config through the CLI: the same arch.json; another task sizes the head
+    # the same seed and config through the CLI, the candidates scored across two ranks (gloo): the same candidates,
+    # evaluations and arch.json; another task sizes the head
     cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.params", "250k",
-              "--out", str(tmp_path / "b")])
+              "--out", str(tmp_path / "b"), "--workers", "2", "--threads", "1"])
     assert (tmp_path / "b" / "arch.json").read_text() == (tmp_path / "a" / "arch.json").read_text()
+    two = [json.loads(line) for line in (tmp_path / "b" / "candidates.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in two] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    with pytest.raises(ValueError, match="measured on this machine"):
+        GenerateConfig(**common, budget={"latency_ms": 3}, workers=2)
     with pytest.warns(UserWarning, match="never trained on a task like 'cifar100'"):  # the SG saw 10 classes only
         other = run_generate(GenerateConfig(**common, budget={"params": 250_000}, task="cifar100",
                                             out=str(tmp_path / "c")))

@@ -1,5 +1,6 @@
 """Stage ``zc``: sampling into the archive, ZC vectors, resumability after kill -9, failures recorded, metrics."""
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import torch
 from lightning_nas.archive import Archive, ArchiveError
 from lightning_nas.space import Cell, sample_cells
 from lightning_nas.zc import Probe, zc_vector
-from lightning_nas.zc import stage as zc_stage
+from lightning_nas.zc import predict as zc_predict
 from lightning_nas.zc.stage import ProbeConfig, ZCStageConfig, run_zc_stage
 from tests.conftest import REPO
 
@@ -75,7 +76,7 @@ def test_transfer_labels_only_cells_outside_nb201(tmp_path):
 
 
 def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypatch):
-    real = zc_stage.cell_scores
+    real = zc_predict.cell_scores
     calls = []
 
     def flaky(cell, probe):
@@ -87,7 +88,7 @@ def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypat
             problems = {"naswot": "singular kernel: sentinel 0"}
         return values, problems, seconds
 
-    monkeypatch.setattr(zc_stage, "cell_scores", flaky)
+    monkeypatch.setattr(zc_predict, "cell_scores", flaky)
     metrics = run_zc_stage(config(tmp_path))
     assert metrics["labelled"] == 3 and metrics["failed"] == 2
     with Archive(tmp_path / "archive.sqlite") as archive:
@@ -96,49 +97,86 @@ def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypat
     assert sorted(r["reason"] for r in failed) == ["RuntimeError: NaN in the loss",
                                                    "naswot: singular kernel: sentinel 0"]
     # a failed row is final: a rerun does not retry it
-    monkeypatch.setattr(zc_stage, "cell_scores", lambda *a: pytest.fail("recomputed a stored evaluation"))
+    monkeypatch.setattr(zc_predict, "cell_scores", lambda *a: pytest.fail("recomputed a stored evaluation"))
     assert run_zc_stage(config(tmp_path))["evaluated_this_run"] == 0
 
 
-def test_kill_minus_nine_then_resume(tmp_path):
-    """kill -9 mid-run, run again: it finishes, with no duplicate and no completed evaluation lost or recomputed."""
+def _shard_rows(workdir) -> dict[str, dict]:
+    rows = {}
+    for path in sorted((workdir / "zc" / "shards").glob("*.jsonl")):
+        rows.update((r["hash"], r) for r in zc_predict.read_shard(path))
+    return rows
+
+
+def test_kill_minus_nine_of_one_rank_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    """Two ranks (gloo); kill -9 one of them mid-run (the launcher then stops the job); run again: the rows the
+    killed job had written to its shards are merged, not recomputed, and every cell ends with exactly one row."""
+    import psutil
+
     args = [sys.executable, "-m", "lightning_nas", "zc", "--config", str(REPO / "configs" / "zc" / "tiny.yaml"),
-            f"--workdir={tmp_path}", "--op_set=nb201", "--unlabelled=40", "--labelled=10", "--workers=1",
-            "--threads=1", "--probe.source=gaussian", "--probe.batch_size=8"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            f"--workdir={tmp_path}", "--op_set=graphnet", "--unlabelled=40", "--labelled=16", "--workers=2",
+            "--threads=1", "--probe.source=gaussian", "--probe.batch_size=8", "--wandb=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    db = tmp_path / "archive.sqlite"
     deadline = time.time() + 240
     done = 0
-    while time.time() < deadline and done < 3:
-        time.sleep(0.5)
-        if db.exists():
-            try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-                    done = con.execute("SELECT COUNT(*) FROM zc").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 3 <= done < 10, f"expected a run killed midway, saw {done} rows"
-    with Archive(db) as archive:
+    while time.time() < deadline and done < 3 and proc.poll() is None:
+        time.sleep(0.1)
+        done = len(_shard_rows(tmp_path)) if (tmp_path / "zc" / "shards").exists() else 0
+    ranks = [c for c in psutil.Process(proc.pid).children(recursive=True) if "python" in c.name()]
+    assert ranks, "no rank process found"
+    ranks[-1].send_signal(signal.SIGKILL)  # one rank dies; the launcher takes the job down
+    try:
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    # what the job had scored: rows rank 0 merged as the job went down, and shard rows nobody merged
+    in_shards = _shard_rows(tmp_path)
+    with Archive(tmp_path / "archive.sqlite") as archive:
         before = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
+    assert not set(before) & set(in_shards)
+    before.update(in_shards)
+    assert 3 <= len(before) < 16, f"expected a job killed midway, saw {len(before)} rows"
 
-    finished = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     metrics = json.loads((tmp_path / "zc" / "metrics.json").read_text())
-    assert metrics["labelled"] + metrics["failed"] == 10
-    assert metrics["evaluated_this_run"] == 10 - len(before)
-    with Archive(db) as archive:
-        after = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
-        # every distinct cell of the 40 draws once (tiny.yaml: seed 0); small cells can repeat in the stream
-        distinct = {c.canonical_hash() for c in sample_cells(40, seed=0, op_set="nb201")}
-        assert {h for h, _ in archive.iter_cells()} == distinct and archive.num_cells() == len(distinct)
-    assert len(after) == 10
-    for h, row in before.items():  # not recomputed: same timestamp, same values
-        assert after[h]["created"] == row["created"] and after[h]["values"] == row["values"]
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (10, 10)
+    assert metrics["labelled"] + metrics["failed"] == 16
+    assert metrics["recovered_from_shards"] == len(in_shards)
+    assert metrics["evaluated_this_run"] == 16 - len(before)  # only what was missing
+    with Archive(tmp_path / "archive.sqlite") as archive:
+        probe_id = archive.probes()[0]
+        after = {r["hash"]: r for r in archive.zc_rows(probe_id)}
+        assert archive.zc_claims(probe_id) == []
+    assert len(after) == 16
+    for h, row in before.items():  # kept as the killed job scored them
+        assert after[h]["values"] == row["values"] and after[h]["seconds"] == row["seconds"]
+    with sqlite3.connect(tmp_path / "archive.sqlite") as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (16, 16)
+    assert list((tmp_path / "zc" / "shards").glob("*.jsonl")) == []
+
+
+def test_shards_cut_short_are_read_up_to_the_last_whole_row_and_live_runs_shards_are_left(tmp_path):
+    probe_id = "p"
+    with Archive(tmp_path / "archive.sqlite", op_set="nb201") as archive:
+        cells = list(sample_cells(3, seed=0, op_set="nb201"))
+        archive.add_cells(cells, run="t", stage="zc", start_index=0)
+        hashes = [c.canonical_hash() for c in cells]
+        archive.claim_zc(probe_id, hashes[2:], 1, "live-run")  # a run of this process: alive
+        shards = tmp_path / "shards"
+        shards.mkdir()
+        row = {"values": {"naswot": 1.0}, "status": "ok", "reason": "", "seconds": 0.5}
+        dead = zc_predict.shard_path(shards, "dead:1:x", 0)
+        dead.write_text(json.dumps({"hash": hashes[0], **row}) + "\n" + json.dumps({"hash": hashes[1], **row})[:20])
+        live = zc_predict.shard_path(shards, "live-run", 1)
+        live.write_text(json.dumps({"hash": hashes[2], **row}) + "\n")
+        assert zc_predict.orphaned_shards(archive, probe_id, shards) == [dead]
+        assert zc_predict.merge_shards(archive, probe_id, [dead]) == 1  # the torn second row is skipped
+        assert list(archive.zc(probe_id)) == [hashes[0]] and not dead.exists() and live.exists()
+        assert zc_predict.merge_shards(archive, probe_id, [live]) == 1
 
 
 def _stand_in_vector(cell_hash: str) -> dict[str, float]:
@@ -159,7 +197,7 @@ def _counted_zc_run(workdir: str, name: str, barrier) -> None:
         time.sleep(0.3)
         return _stand_in_vector(cell.canonical_hash()), {}, 0.3
 
-    zc_stage.cell_scores = counted
+    zc_predict.cell_scores = counted
     barrier.wait(timeout=120)  # both runs start together, after their imports
     metrics = run_zc_stage(config(workdir, labelled=LABELLED_TOGETHER))
     (Path(workdir) / f"metrics-{name}.json").write_text(json.dumps(metrics))
@@ -198,13 +236,21 @@ def test_two_runs_on_one_archive_evaluate_each_cell_once(tmp_path):
     assert claims == []
 
 
-def test_two_workers_give_the_same_vectors_as_one(tmp_path):
+def test_two_ranks_give_exactly_the_archive_rows_of_one_process(tmp_path):
+    """workers: 2 — Lightning's predict loop on two gloo processes (ddp_spawn) — stores the same cells with the same
+    rows (values, status, reason) as one process."""
     one = tmp_path / "one"
     two = tmp_path / "two"
-    run_zc_stage(config(one, labelled=4))
-    run_zc_stage(config(two, labelled=4, workers=2))
+    m1 = run_zc_stage(config(one, labelled=6))
+    m2 = run_zc_stage(config(two, labelled=6, workers=2))
+    assert (m1["processes"], m2["processes"]) == (1, 2) and m2["evaluated_this_run"] == 6
     with Archive(one / "archive.sqlite") as a, Archive(two / "archive.sqlite") as b:
-        assert a.zc(a.probes()[0]) == b.zc(b.probes()[0])
+        assert [h for h, _ in a.iter_cells()] == [h for h, _ in b.iter_cells()]
+        rows_a, rows_b = a.zc_rows(a.probes()[0]), b.zc_rows(b.probes()[0])
+    keep = ("hash", "values", "status", "reason")
+    assert [{k: r[k] for k in keep} for r in rows_a] == [{k: r[k] for k in keep} for r in rows_b]
+    assert len(rows_a) == 6 and all(r["status"] == "ok" for r in rows_a)
+    assert list((two / "zc" / "shards").glob("*.jsonl")) == []
 
 
 def test_bad_settings_are_clear_errors(tmp_path):

@@ -316,6 +316,9 @@ class Archive(Connection):
         return json.loads(rows[0][0]) if rows else None
 
     # ---- architectures ---------------------------------------------------------------------------
+    _INSERT_ARCH = ("INSERT INTO archs (spec, hl_spec, metrics, budget, stage, run, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)")
+
     def add_arch(
         self,
         spec: dict,
@@ -338,11 +341,27 @@ class Archive(Connection):
             time.time(),
         )
         with self._write() as cur:
-            cur.execute(
-                "INSERT INTO archs (spec, hl_spec, metrics, budget, stage, run, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                params,
-            )
+            cur.execute(self._INSERT_ARCH, params)
             return int(cur.lastrowid)
+
+    def add_archs(self, records: Iterable[dict]) -> int:
+        """:meth:`add_arch` for many records (dicts with ``spec`` and optionally ``metrics``, ``hl_spec``,
+        ``budget``, ``stage``, ``run``) in one transaction, in the given order; returns how many."""
+        now = time.time()
+        params = []
+        for k, r in enumerate(records):
+            if not isinstance(r.get("spec"), dict):
+                raise ValueError(f"records[{k}].spec: expected a dict (the architecture's JSON spec)")
+            hl_spec = r.get("hl_spec")
+            params.append((_dumps(r["spec"], "spec"), None if hl_spec is None else _dumps(hl_spec, "hl_spec"),
+                           _dumps(r.get("metrics") or {}, "metrics"),
+                           None if r.get("budget") is None else _dumps(r["budget"], "budget"),
+                           str(r.get("stage", "")), str(r.get("run", "")), now))
+        if not params:
+            return 0
+        with self._write() as cur:
+            cur.executemany(self._INSERT_ARCH, params)
+        return len(params)
 
     def archs(self, stage: str | None = None, run: str | None = None) -> list[dict]:
         """Stored architectures (filtered by ``stage``/``run`` when given) in insertion order, as dicts with keys
@@ -428,18 +447,7 @@ class Archive(Connection):
         claimed: list[str] = []
         with self._write() as cur:
             now = time.time()
-            cur.execute("DELETE FROM zc_claims WHERE expires <= ?", (now,))
-            # Stale: an owner process that has ended, or, under this process's own pid, an owner this process never
-            # ran (an earlier process that had the same pid).
-            stale = [
-                (other_owner, other_pid)
-                for other_owner, other_pid in cur.execute(
-                    "SELECT DISTINCT owner, pid FROM zc_claims WHERE host = ?", (host,)
-                ).fetchall()
-                if (other_owner not in _OWNERS if other_pid == pid else not _process_alive(other_pid))
-            ]
-            cur.executemany("DELETE FROM zc_claims WHERE host = ? AND owner = ? AND pid = ?",
-                            [(host, o, p) for o, p in stale])
+            self._drop_stale_claims(cur, now)
             for chunk in _chunks(hashes, _IN_CHUNK):  # read only as far as needed: ``hashes`` may be long
                 marks = ", ".join("?" * len(chunk))  # placeholders only; values are bound
                 taken = {
@@ -458,6 +466,29 @@ class Archive(Connection):
                 [(probe_id, h, owner, host, pid, now + lease_s) for h in claimed],
             )
         return claimed
+
+    @staticmethod
+    def _drop_stale_claims(cur, now: float) -> None:
+        """Drop expired claims and those of an owner process on this machine that has ended (or, under this
+        process's own pid, an owner this process never ran: an earlier process that had the same pid)."""
+        host, pid = socket.gethostname(), os.getpid()
+        cur.execute("DELETE FROM zc_claims WHERE expires <= ?", (now,))
+        stale = [
+            (other_owner, other_pid)
+            for other_owner, other_pid in cur.execute(
+                "SELECT DISTINCT owner, pid FROM zc_claims WHERE host = ?", (host,)
+            ).fetchall()
+            if (other_owner not in _OWNERS if other_pid == pid else not _process_alive(other_pid))
+        ]
+        cur.executemany("DELETE FROM zc_claims WHERE host = ? AND owner = ? AND pid = ?",
+                        [(host, o, p) for o, p in stale])
+
+    def live_zc_owners(self, probe_id: str) -> set[str]:
+        """The owners holding a live claim on ``probe_id`` (stale claims are dropped first, as in
+        :meth:`claim_zc`)."""
+        with self._write() as cur:
+            self._drop_stale_claims(cur, time.time())
+            return {r[0] for r in cur.execute("SELECT DISTINCT owner FROM zc_claims WHERE probe_id = ?", (probe_id,))}
 
     def renew_zc_claims(self, probe_id: str, owner: str, lease_s: float = CLAIM_LEASE_S) -> int:
         """Extend ``owner``'s claims on ``probe_id`` to ``lease_s`` seconds from now; returns how many it holds."""

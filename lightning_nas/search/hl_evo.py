@@ -10,6 +10,14 @@ failed children are discarded and counted. Iteration 0 is the initial architectu
 random state of iteration i is derived from (seed, i) alone, and P is a pure function of the ordered history, so a
 killed search restarted with the same config replays the stored history into P and continues at the next iteration:
 nothing stored is lost or repeated, and the same seed gives the same history whether or not the run was interrupted.
+
+**Batches of children** (``batch`` B > 1; B = 1, the default, is Algorithm 1 as written). Iterations after α₀ go in
+generations of B: every child of a generation draws its parent from the population as it was at the start of the
+generation (line 7 of Algorithm 1 sees no child of its own generation), the B children are scored together — across
+ranks when the search runs on several processes (``evaluate_many``) — and enter P in iteration order (lines 26–31).
+This is the steady-state evolution's usual parallel form: a child's parent is at most B − 1 insertions stale. Each
+child still has its own random stream (seed, i), so the history depends on B, never on how many processes score it;
+a resumed run rebuilds the generation's starting population from the stored history.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ class HLEvoConfig:
     initial_final_channels: int | None = 128
     two_phase: bool = True
     random_search: bool = False
+    batch: int = 1
+
+    def generation_start(self, i: int) -> int:
+        """The first iteration of iteration ``i``'s generation (α₀, iteration 0, is a generation of its own)."""
+        return i if i == 0 else 1 + (i - 1) // self.batch * self.batch
 
     def initial_hl(self) -> HLArch:
         return HLArch(tuple(HLStage(*s) for s in self.initial), self.initial_final_channels)
@@ -150,45 +163,65 @@ def hl_evo(
     initial_cells: Iterable[Cell] | None = None,
     progress: Callable[[SearchState], None] | None = None,
     method: str = "hl-evo",
+    evaluate_many: Callable[[list[Arch]], list[Evaluation]] | None = None,
+    write: bool = True,
 ) -> SearchState:
     """Run (or resume) Algorithm 1 for ``config.iterations`` mutations after α₀; returns the final state.
     ``new_cell(current cell or None for α₀, cluster, rng)`` gives a stage's cell (the CCNF for HL-Evo; a cell-level
-    mutation with ``num_clusters=1`` for the GraphNet baselines)."""
+    mutation with ``num_clusters=1`` for the GraphNet baselines). ``evaluate_many`` scores a generation's
+    architectures (default: one by one with ``evaluate``; across ranks: :meth:`lightning_nas.distributed.Ranks.map`);
+    ``write``: whether this process writes the history (the one writer of a multi-process search)."""
     state = SearchState()
+    start_population: list[tuple[Candidate, float]] = []
     for record in archive.archs(stage="search", run=run):  # resume: replay the stored history
         m = record["metrics"]
+        if m["iteration"] == config.generation_start(m["iteration"]):
+            start_population = list(state.population)
         evaluation = Evaluation(m["status"], m.get("score"), m.get("params"), m.get("macs"), m.get("flops"),
                                 m.get("seconds", 0.0), m.get("reason", ""), m.get("latency_ms"), m.get("energy_mj"))
         state.add(candidate_from_record(record), evaluation, config.population)
     budget = dict(vars(evaluate.budget))
+    evaluate_many = evaluate_many or (lambda archs: [evaluate(a) for a in archs])
     while state.iterations <= config.iterations:
-        i = state.iterations
-        rng = iteration_rng(config.seed, i)
-        if i == 0:
-            hl = config.initial_hl()
-            cells = tuple(initial_cells) if initial_cells is not None else tuple(
-                new_cell(None, s.cluster, rng) for s in hl.stages)
-            child, changes = Candidate(hl, cells), ["initial"]
-        elif not state.population:
-            raise RuntimeError(
-                f"search {run}: the initial architecture is over budget or failed ({state.over_budget} over budget, "
-                f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
-            )
-        elif config.random_search:
-            child, draws = random_within_budget(rng, num_clusters, new_cell, config.initial_final_channels, evaluate)
-            changes = ["random", f"draws:{draws}"]
-        else:
-            parent, _ = rng.choice(state.population)
-            exploration = not config.two_phase or i <= config.iterations // 2
-            child, changes = mutate(parent, rng, num_clusters, new_cell, exploration=exploration,
-                                    max_downsamplings=evaluate.task.max_downsamplings)
-        arch = evaluate.materialise(child.hl, child.cells)
-        evaluation = evaluate(arch)
-        metrics = {**evaluation.to_json(), "iteration": i, "changes": changes, "objective": evaluate.objective,
-                   "method": method, "seed": config.seed}
-        archive.add_arch(arch.to_json(), metrics, child.hl.to_json(), budget, stage="search", run=run)
-        state.add(child, evaluation, config.population)
-        if progress is not None:
-            progress(state)
+        first = state.iterations
+        if first == config.generation_start(first):
+            start_population = list(state.population)
+        end = 1 if first == 0 else min(config.generation_start(first) + config.batch, config.iterations + 1)
+        children = [_child(config, i, start_population, evaluate, new_cell, num_clusters, initial_cells, run, state)
+                    for i in range(first, end)]
+        archs = [evaluate.materialise(child.hl, child.cells) for child, _ in children]
+        for i, (child, changes), arch, evaluation in zip(range(first, end), children, archs, evaluate_many(archs),
+                                                         strict=True):
+            if write:
+                metrics = {**evaluation.to_json(), "iteration": i, "changes": changes,
+                           "objective": evaluate.objective, "method": method, "seed": config.seed}
+                archive.add_arch(arch.to_json(), metrics, child.hl.to_json(), budget, stage="search", run=run)
+            state.add(child, evaluation, config.population)
+            if progress is not None:
+                progress(state)
     return state
+
+
+def _child(config: HLEvoConfig, i: int, population: list, evaluate: ArchEvaluator, new_cell: Callable,
+           num_clusters: int, initial_cells: Iterable[Cell] | None, run: str,
+           state: SearchState) -> tuple[Candidate, list[str]]:
+    """Iteration ``i``'s child and what was changed, from its own random stream and the generation's population."""
+    rng = iteration_rng(config.seed, i)
+    if i == 0:
+        hl = config.initial_hl()
+        cells = tuple(initial_cells) if initial_cells is not None else tuple(
+            new_cell(None, s.cluster, rng) for s in hl.stages)
+        return Candidate(hl, cells), ["initial"]
+    if not population:
+        raise RuntimeError(
+            f"search {run}: the initial architecture is over budget or failed ({state.over_budget} over budget, "
+            f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
+        )
+    if config.random_search:
+        child, draws = random_within_budget(rng, num_clusters, new_cell, config.initial_final_channels, evaluate)
+        return child, ["random", f"draws:{draws}"]
+    parent, _ = rng.choice(population)
+    exploration = not config.two_phase or i <= config.iterations // 2
+    return mutate(parent, rng, num_clusters, new_cell, exploration=exploration,
+                  max_downsamplings=evaluate.task.max_downsamplings)
 

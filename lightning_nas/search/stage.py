@@ -11,6 +11,14 @@ For every budget it runs (or resumes — see :mod:`lightning_nas.search.hl_evo`)
   params of every scored child, the Pareto front marked);
 - ``<workdir>/search/metrics.json``: ``evaluations``, ``evals_per_s``, ``discarded_over_budget``, ``failed`` (all
   budgets together) and per budget ``best_tcet_<budget>``, its params/MACs and run id.
+
+**Over ranks** (``workers`` CPU processes or ``devices`` GPUs per node, ``num_nodes``; Lightning Fabric's launcher,
+:mod:`lightning_nas.distributed`): ``parallel: budgets`` deals the budgets out to the ranks, one search each (the SG
+corpus case; a rank that is not rank 0 appends its history to ``<workdir>/search/shards/<run>.jsonl``, which rank 0
+merges into the archive — at the end, or at the start of the next run after a kill); ``parallel: children`` runs the
+budgets one after the other with every rank scoring a share of each generation's ``batch`` children (rank 0 writes
+the history). A search's history depends on its settings and seed only (``batch`` included), never on the number of
+ranks: its run id leaves the launch settings out.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..archive import Archive
+from ..distributed import Ranks, Strategy, launch
 from ..hw.cost import hardware_cost_for
 from ..hw.measure import measure_arch
 from ..space.arch import Arch
@@ -32,6 +42,8 @@ from ..tracking import stage_run
 from ..zc.vector import Probe
 from .evaluate import ArchEvaluator, Budget
 from .hl_evo import HLEvoConfig, hl_evo, run_id
+
+LAUNCH_SETTINGS = ("workers", "devices", "num_nodes", "strategy", "threads", "parallel")
 
 
 @dataclass
@@ -52,6 +64,12 @@ class SearchStageConfig:
         initial: α₀'s stages ``[cluster, channels, stride, repeats]``; ``initial_final_channels`` its head width.
         temperature: τ of the CCNF when drawing a cell of a cluster.
         objective: the proxy maximised (``tcet``).
+        batch: children scored together per generation (1: Algorithm 1 as written; see
+            :mod:`lightning_nas.search.hl_evo`).
+        workers, devices, num_nodes, strategy, threads: the processes (CPU workers, or GPUs per node), nodes,
+            launcher strategy (``auto``: ``ddp_spawn``, or ``ddp`` under SLURM/torchrun) and torch threads per
+            process (0: cores / processes).
+        parallel: ``budgets`` (one budget per rank) or ``children`` (each generation's children across ranks).
         wandb: log the best-so-far curve and the Pareto plot of each budget to Weights & Biases (offline unless
             ``WANDB_MODE`` says otherwise; files under ``<workdir>/search/wandb``).
     """
@@ -70,11 +88,20 @@ class SearchStageConfig:
     initial_final_channels: int | None = 128
     temperature: float = 0.4
     objective: str = "tcet"
+    batch: int = 1
+    workers: int = 1
+    devices: int = 0
+    num_nodes: int = 1
+    strategy: Strategy = "auto"
+    threads: int = 0
+    parallel: Literal["budgets", "children"] = "budgets"
     wandb: bool = False
 
     def __post_init__(self):
         if self.population < 1 or self.iterations < 0:
             raise ValueError(f"population ≥ 1 and iterations ≥ 0 needed (got {self.population}, {self.iterations})")
+        if self.batch < 1 or self.workers < 1 or self.devices < 0 or self.num_nodes < 1:
+            raise ValueError("batch, workers and num_nodes must be ≥ 1 and devices ≥ 0")
         names = [b.get("name") for b in self.budgets]
         if not self.budgets or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
             raise ValueError(f"budgets: give each budget a distinct non-empty name (got {names})")
@@ -89,6 +116,18 @@ class SearchStageConfig:
             if task is not None and strided > task.max_downsamplings:
                 raise ValueError(f"initial: {strided} stride-2 stages, but task {task.name!r} (budget {b['name']!r}) "
                                  f"allows {task.max_downsamplings}: give an initial architecture with stride-1 stages")
+
+    @property
+    def processes(self) -> int:
+        return (self.devices or self.workers) * self.num_nodes
+
+    def run_settings(self) -> dict:
+        """The settings a run id is made of: all but how the search is launched (and ``batch`` at its default, so
+        runs stored before it existed keep their ids)."""
+        settings = {k: v for k, v in asdict(self).items() if k not in LAUNCH_SETTINGS}
+        if self.batch == 1:
+            del settings["batch"]
+        return settings
 
     def budget_task(self, budget: dict) -> Task | None:
         """The task of one budget entry (its own ``task`` or the stage's; ``None``: the probe's shape)."""
@@ -129,14 +168,71 @@ def _wandb_run(config: SearchStageConfig, budget: str, settings: dict, out_dir: 
     return stage_run(f"search-{budget}", out_dir, settings) if config.wandb else None
 
 
+class ShardHistory:
+    """One search's history on a rank that does not write the archive: the stored records (read once), and new
+    ones appended to ``path`` (flushed each, so a kill loses nothing written), for rank 0 to merge
+    (:func:`merge_history_shards`). Duck-types the two archive methods :func:`hl_evo` uses."""
+
+    def __init__(self, records: list[dict], path: Path):
+        self.records, self.path = list(records), Path(path)
+
+    def archs(self, stage: str | None = None, run: str | None = None) -> list[dict]:
+        return list(self.records)
+
+    def add_arch(self, spec: dict, metrics: dict, hl_spec: dict, budget: dict, stage: str, run: str) -> None:
+        record = {"spec": spec, "metrics": metrics, "hl_spec": hl_spec, "budget": budget, "stage": stage, "run": run}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.records.append(record)
+
+
+def merge_history_shards(archive: Archive, shard_dir: Path) -> int:
+    """Rank 0: append the history shards' records to the archive (those whose iteration its run does not hold yet,
+    so merging twice adds nothing; a last line cut short by a kill is skipped), then delete the files. Returns how
+    many records were added."""
+    added = 0
+    for path in sorted(Path(shard_dir).glob("*.jsonl")):
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        stored: dict[str, set[int]] = {}
+        fresh = []
+        for r in records:
+            have = stored.setdefault(r["run"], {a["metrics"].get("iteration") for a in
+                                                archive.archs(stage=r["stage"], run=r["run"])})
+            if r["metrics"].get("iteration") not in have:
+                have.add(r["metrics"].get("iteration"))
+                fresh.append(r)
+        added += archive.add_archs(fresh)
+        path.unlink()
+    return added
+
+
 def run_search_stage(config: SearchStageConfig) -> dict:
-    """Run every budget's search (resuming stored runs) and write ``<workdir>/search/``; returns the metrics."""
+    """Run every budget's search (resuming stored runs) and write ``<workdir>/search/``; returns the metrics (``{}``
+    on the ranks other than 0 of a job SLURM or torchrun started)."""
+    RunDir(Path(config.workdir)).require("archive")
+    processes = config.devices or config.workers
+    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0)
+    result = launch(_search, config, accelerator="gpu" if config.devices else "cpu", devices=processes,
+                    num_nodes=config.num_nodes, strategy=config.strategy, threads=threads)
+    return result or {}
+
+
+def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:
+    """Every rank: its share of the budgets (``parallel: budgets``) or every budget with a share of each
+    generation (``children``); rank 0 then merges the histories and writes the outputs."""
     from tqdm.auto import tqdm
 
     from ..generator import CellGenerator
 
     workdir = Path(config.workdir)
-    path = RunDir(workdir).require("archive")
+    path = RunDir(workdir).archive
+    shard_dir = workdir / "search" / "shards"
     artifacts = CellGenerator.artifact_paths(workdir, config.gvae, config.ccnf, config.clusters)
     generator = CellGenerator.load(**artifacts)
     # a run resumes only with the very same artifacts: their digests are part of the run id
@@ -151,26 +247,39 @@ def run_search_stage(config: SearchStageConfig) -> dict:
         return generator.sample(1, cluster=cluster, temperature=config.temperature, seed=rng.randrange(2**31)).cells[0]
 
     out_dir = workdir / "search"
-    out_dir.mkdir(parents=True, exist_ok=True)
     evo = HLEvoConfig(config.population, config.iterations, config.seed, tuple(map(tuple, config.initial)),
-                      config.initial_final_channels)
-    metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "failed": 0, "iterations": 0}
-    wall, new_iterations = 0.0, 0
+                      config.initial_final_channels, batch=config.batch)
+    by_budgets = config.parallel == "budgets" and ranks.world_size > 1
+    if ranks.rank == 0:  # the archive's one writer: a killed job's history first, then the device cost tables
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with Archive(path, create=False) as archive:
+            merge_history_shards(archive, shard_dir)
+            probe = Probe.from_archive(archive)
+            for spec in config.budgets:
+                budget = Budget(**{k: v for k, v in spec.items() if k != "task"})
+                if budget.hardware:
+                    hardware_cost_for(budget.device, config.budget_task(spec) or Task.from_probe(probe), workdir,
+                                      archive)
+    ranks.barrier()
+    runs: dict[str, dict] = {}
+    loggers: dict = {}
     with Archive(path, create=False) as archive:
         probe = Probe.from_archive(archive)  # the objective's batch: the archive's probe
-        probe_id = probe.id
-        for spec in config.budgets:
+        for spec in ranks.share(config.budgets) if by_budgets else config.budgets:
             budget = Budget(**{k: v for k, v in spec.items() if k != "task"})
             task = config.budget_task(spec) or Task.from_probe(probe)
             hardware = hardware_cost_for(budget.device, task, workdir, archive) if budget.hardware else None
             evaluate = ArchEvaluator(probe, budget, config.objective, task, hardware)
-            settings = {**asdict(config), "budgets": spec, "probe": probe_id, "artifacts": digests,
+            settings = {**config.run_settings(), "budgets": spec, "probe": probe.id, "artifacts": digests,
                         "task": evaluate.task.to_json()}
             run = run_id("hl-evo", budget.name, settings)
-            logger = _wandb_run(config, budget.name, settings, out_dir)
-            bar = tqdm(total=config.iterations + 1, desc=f"search {budget.name}", unit="it")
-            done = len(archive.archs(stage="search", run=run))
-            bar.update(done)
+            history = (ShardHistory(archive.archs(stage="search", run=run), shard_dir / f"{run}.jsonl")
+                       if by_budgets and ranks.rank != 0 else archive)
+            shown = by_budgets or ranks.rank == 0
+            logger = _wandb_run(config, budget.name, settings, out_dir) if shown else None
+            done = len(history.archs(stage="search", run=run))
+            bar = tqdm(total=config.iterations + 1, desc=f"search {budget.name}", unit="it", initial=done,
+                       disable=not shown)
             start = time.perf_counter()
 
             def progress(state, bar=bar, start=start, done=done, logger=logger):
@@ -182,39 +291,73 @@ def run_search_stage(config: SearchStageConfig) -> dict:
                     logger.log({f"best_{config.objective}": best, "evaluations": state.evaluations,
                                 "discarded_over_budget": state.over_budget}, step=state.iterations)
 
-            state = hl_evo(evo, evaluate, gen_cell, num_clusters, archive, run, progress=progress)
+            state = hl_evo(evo, evaluate, gen_cell, num_clusters, history, run, progress=progress,
+                           evaluate_many=None if by_budgets else lambda archs, ev=evaluate: ranks.map(ev, archs),
+                           write=by_budgets or ranks.rank == 0)
             bar.close()
-            wall += time.perf_counter() - start
-            new_iterations += state.iterations - done
-            scored = [r for r in archive.archs(stage="search", run=run) if r["metrics"]["status"] == "ok"]
-            best_record = max(scored, key=lambda r: r["metrics"]["score"]) if scored else None
-            best = best_record["metrics"] if best_record else None
-            if best_record is not None:
-                (out_dir / f"best_{budget.name}.json").write_text(json.dumps(best_record["spec"], indent=2))
-            _plot_pareto(out_dir / f"pareto_{budget.name}.png",
-                         [(r["metrics"]["params"], r["metrics"]["score"]) for r in scored],
-                         (best["params"], best["score"]) if best else None,
-                         f"HL-Evo, budget {budget.name}: {len(scored)} scored, {state.over_budget} over budget")
-            if logger is not None:
-                import wandb
-
-                logger.log({"pareto": wandb.Image(str(out_dir / f"pareto_{budget.name}.png"))})
-                logger.summary.update({f"best_{config.objective}": best["score"] if best else None})
+            runs[budget.name] = {"run": run, "seconds": time.perf_counter() - start,
+                                 "new_iterations": state.iterations - done, "evaluations": state.evaluations,
+                                 "over_budget": state.over_budget, "failed": state.failed,
+                                 "iterations": state.iterations}
+            if logger is not None and ranks.rank == 0:
+                loggers[budget.name] = logger  # the Pareto plot joins it below
+            elif logger is not None:
                 logger.finish()
-            metrics["evaluations"] += state.evaluations
-            metrics["discarded_over_budget"] += state.over_budget
-            metrics["failed"] += state.failed
-            metrics["iterations"] += state.iterations
-            metrics[f"best_{config.objective}_{budget.name}"] = best["score"] if best else None
-            metrics[f"best_params_{budget.name}"] = best["params"] if best else None
-            metrics[f"best_macs_{budget.name}"] = best["macs"] if best else None
-            if budget.hardware and best_record is not None:
-                metrics[f"best_latency_ms_{budget.name}"] = best.get("latency_ms")  # predicted on budget.device
-                if budget.device == "host":  # the final pick measured, not predicted
-                    measured = measure_arch(Arch.from_json(best_record["spec"]), task, archive=archive)
-                    metrics[f"best_latency_ms_measured_{budget.name}"] = round(measured.ms, 4)
-            metrics[f"run_{budget.name}"] = run
+    ranks.barrier()
+    shares = ranks.gather(runs)
+    if ranks.rank != 0:
+        return None
+    for share in shares[1:] if by_budgets else []:
+        runs.update(share)
+    with Archive(path, create=False) as archive:
+        merge_history_shards(archive, shard_dir)
+        return _write_outputs(config, archive, probe, runs, out_dir, loggers)
+
+
+def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, runs: dict[str, dict],
+                   out_dir: Path, loggers: dict) -> dict:
+    """Rank 0: ``best_<budget>.json``, ``pareto_<budget>.png`` and ``metrics.json`` from the archive's histories;
+    the Pareto plot joins the budget's W&B run (a summary run when another rank searched it)."""
+    metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "failed": 0, "iterations": 0}
+    wall = max((r["seconds"] for r in runs.values()), default=0.0) if config.parallel == "budgets" else sum(
+        r["seconds"] for r in runs.values())
+    new_iterations = sum(r["new_iterations"] for r in runs.values())
+    for spec in config.budgets:
+        budget = Budget(**{k: v for k, v in spec.items() if k != "task"})
+        task = config.budget_task(spec) or Task.from_probe(probe)
+        summary = runs[budget.name]
+        run = summary["run"]
+        scored = [r for r in archive.archs(stage="search", run=run) if r["metrics"]["status"] == "ok"]
+        best_record = max(scored, key=lambda r: r["metrics"]["score"]) if scored else None
+        best = best_record["metrics"] if best_record else None
+        if best_record is not None:
+            (out_dir / f"best_{budget.name}.json").write_text(json.dumps(best_record["spec"], indent=2))
+        _plot_pareto(out_dir / f"pareto_{budget.name}.png",
+                     [(r["metrics"]["params"], r["metrics"]["score"]) for r in scored],
+                     (best["params"], best["score"]) if best else None,
+                     f"HL-Evo, budget {budget.name}: {len(scored)} scored, {summary['over_budget']} over budget")
+        if config.wandb:
+            import wandb
+
+            logger = loggers.get(budget.name) or stage_run(f"search-{budget.name}-summary", out_dir, {"run": run})
+            logger.log({"pareto": wandb.Image(str(out_dir / f"pareto_{budget.name}.png"))})
+            logger.summary.update({f"best_{config.objective}": best["score"] if best else None})
+            logger.finish()
+        metrics["evaluations"] += summary["evaluations"]
+        metrics["discarded_over_budget"] += summary["over_budget"]
+        metrics["failed"] += summary["failed"]
+        metrics["iterations"] += summary["iterations"]
+        metrics[f"best_{config.objective}_{budget.name}"] = best["score"] if best else None
+        metrics[f"best_params_{budget.name}"] = best["params"] if best else None
+        metrics[f"best_macs_{budget.name}"] = best["macs"] if best else None
+        if budget.hardware and best_record is not None:
+            metrics[f"best_latency_ms_{budget.name}"] = best.get("latency_ms")  # predicted on budget.device
+            if budget.device == "host":  # the final pick measured, not predicted
+                measured = measure_arch(Arch.from_json(best_record["spec"]), task, archive=archive)
+                metrics[f"best_latency_ms_measured_{budget.name}"] = round(measured.ms, 4)
+        metrics[f"run_{budget.name}"] = run
     metrics["evals_per_s"] = round(new_iterations / max(wall, 1e-9), 3)  # iterations run by this invocation
+    metrics["processes"] = config.processes
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

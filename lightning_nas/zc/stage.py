@@ -2,12 +2,14 @@
 
     python -m lightning_nas zc --config configs/zc/tiny.yaml [--workers 2] [--labelled 100]
 
-Resumable: cells are sampled from a seeded stream and inserted idempotently; each finished evaluation is committed
-at once, and a rerun evaluates only labelled cells without a row. Killing the run loses the evaluations in flight.
-Several runs may share one archive (a second run started for more GPUs or CPU processes, or a rerun started while
-the first is still going): each claims two pending cells per evaluation process at a time (:meth:`Archive.claim_zc`),
-so every cell is evaluated once; a run that finds the rest claimed by others waits for their rows, and takes over the
-claims of a run that was killed (at once, as its process is gone; or when their lease runs out).
+The labelled cells without a ZC row are scored in a Lightning predict loop (:mod:`lightning_nas.zc.predict`):
+``workers`` CPU processes or one process per GPU (``devices``) on ``num_nodes`` nodes, sharded by Lightning's
+distributed sampler; each rank appends its rows to a shard file and rank 0 alone writes the archive.
+
+Resumable: cells are sampled from a seeded stream and inserted idempotently; a killed job (any rank) loses only the
+cells in flight — the next run merges the shards it left, then scores only what is missing. A run claims the cells it
+scores (:meth:`Archive.claim_zc`): a second run started on the same archive meanwhile leaves them to it, waits for
+their rows, and a killed run's claims come back at once (its process is gone) or when their lease runs out.
 A numerical dead end (singular NASWOT kernel, NaN) is stored as ``failed`` with its reason; the run goes on.
 Writes ``<workdir>/archive.sqlite`` and ``<workdir>/zc/{metrics.json, normaliser.json, config.json}``.
 """
@@ -16,26 +18,25 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import platform
-import queue
-import socket
 import time
-import uuid
-from collections import deque
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import lightning as L
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
-from ..archive import CLAIM_LEASE_S, Archive
+from ..archive import Archive
+from ..distributed import launched_externally, resolve_strategy
 from ..space import Cell, resolve_op_set, sample_cells
 from ..space.nb201 import nb201_from_cell, sample_nb201_cells
 from ..stages import RunDir
-from .vector import PROBE_SOURCES, Probe, ZCNormaliser, cell_scores
+from .predict import PendingCellsDataModule, ShardWriter, ZCLabeller, claim_pending, collect_shards, new_owner
+from .vector import PROBE_SOURCES, Probe, ZCNormaliser
 
 
 @dataclass
@@ -65,8 +66,12 @@ class ZCStageConfig:
             it (needs ``shape: nb201``).
         seed: seed of the cell stream.
         probe: the probe batch.
-        workers: evaluation processes on the CPU (1 = in this process).
-        devices: GPUs to use, one process each (0 = CPU only).
+        workers: evaluation processes on the CPU (1 = in this process; more: a Lightning DDP predict loop, gloo).
+        devices: GPUs to use per node, one process each (0 = CPU only).
+        num_nodes: nodes (SLURM: ``srun --nodes N --ntasks-per-node devices``).
+        strategy: ``auto`` (``ddp_spawn`` when this process starts the others, ``ddp`` under SLURM/torchrun),
+            or one of them.
+        cells_per_step: cells one predict step scores (each rank's rows are flushed to its shard after a step).
         threads: torch threads per process (0 = cores / processes).
         run: a name recorded with every row.
         wandb: log the stage as a W&B run (settings, metrics, pictures; offline unless ``WANDB_MODE`` says
@@ -83,6 +88,9 @@ class ZCStageConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     workers: int = 1
     devices: int = 0
+    num_nodes: int = 1
+    strategy: Literal["auto", "ddp", "ddp_spawn"] = "auto"
+    cells_per_step: int = 1
     threads: int = 0
     run: str = "zc"
     wandb: bool = False
@@ -100,172 +108,81 @@ class ZCStageConfig:
                              f"≤ unlabelled ({self.unlabelled})")
         if self.probe.source not in PROBE_SOURCES:
             raise ValueError(f"probe.source: {self.probe.source!r}; choose from {PROBE_SOURCES}")
-        if self.workers < 1 or self.devices < 0:
-            raise ValueError("workers must be ≥ 1 and devices ≥ 0")
+        if self.workers < 1 or self.devices < 0 or self.num_nodes < 1 or self.cells_per_step < 1:
+            raise ValueError("workers, num_nodes and cells_per_step must be ≥ 1 and devices ≥ 0")
         if self.devices and not torch.cuda.is_available():
             raise ValueError(f"devices: {self.devices} GPU(s) requested but CUDA is not available; use devices: 0")
 
 
-# ---- evaluation workers ------------------------------------------------------------------------------------------
-_WORKER: dict = {}
-
-
-def _init_worker(probe_state: dict, threads: int, devices: int, counter) -> None:
-    with counter.get_lock():
-        rank = counter.value
-        counter.value += 1
-    device = torch.device(f"cuda:{rank % devices}") if devices else torch.device("cpu")
-    torch.set_num_threads(threads)
-    _WORKER["probe"] = _probe_on(probe_state, device)
-
-
-def _probe_on(state: dict, device: torch.device) -> Probe:
-    return Probe(state["x"].to(device), state["y"].to(device), state["source"], state["seed"])
-
-
-def _evaluate(item: tuple[str, dict]) -> tuple[str, dict | None, str, str, float]:
-    """``(hash, values, status, reason, seconds)`` of one cell; exceptions become failed rows."""
-    cell_hash, spec = item
-    start = time.perf_counter()
-    try:
-        values, problems, seconds = cell_scores(Cell.from_json(spec), _WORKER["probe"])
-    except (ValueError, RuntimeError, torch.linalg.LinAlgError) as e:  # NaN/OOM/singular: record and go on
-        return cell_hash, None, "failed", f"{type(e).__name__}: {e}"[:500], time.perf_counter() - start
-    reason = "; ".join(f"{k}: {v}" for k, v in problems.items())
-    return cell_hash, values, "failed" if problems else "ok", reason, seconds
-
-
-class _Evaluator:
-    """Evaluates ``(hash, spec)`` items in this process (``workers: 1``, no GPU) or in a pool of spawned processes
-    (``workers``, or one per GPU with ``devices``): :meth:`submit` an item, :meth:`result` a finished one."""
-
-    def __init__(self, config: ZCStageConfig, probe: Probe):
-        self.processes = config.devices or config.workers
-        threads = config.threads or max(1, (os.cpu_count() or 1) // self.processes)
-        state = {"x": probe.x, "y": probe.y, "source": probe.source, "seed": probe.seed}
-        self._queued: deque = deque()
-        self._finished: queue.SimpleQueue = queue.SimpleQueue()
-        self._pool = None
-        if self.processes == 1:
-            _init_worker(state, threads, config.devices, mp.Value("i", 0))
-        else:
-            ctx = mp.get_context("spawn")  # no fork: torch's thread pools do not survive it
-            self._pool = ctx.Pool(self.processes, _init_worker, (state, threads, config.devices, ctx.Value("i", 0)))
-
-    def submit(self, item: tuple[str, dict]) -> None:
-        if self._pool is None:
-            self._queued.append(item)
-        else:
-            self._pool.apply_async(_evaluate, (item,), callback=self._finished.put,
-                                   error_callback=self._finished.put)
-
-    def result(self, timeout: float) -> tuple | None:
-        """``(hash, values, status, reason, seconds)`` of one submitted item, or ``None`` if none finished within
-        ``timeout`` seconds."""
-        if self._pool is None:
-            return _evaluate(self._queued.popleft())
-        try:
-            finished = self._finished.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if isinstance(finished, BaseException):
-            raise finished
-        return finished
-
-    def __enter__(self) -> _Evaluator:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-
-
 CLAIM_POLL_S = 1.0
-"""How often a run whose remaining cells are all claimed by other runs looks again."""
-_REFRESH_S = 30.0  # how often the list of pending cells is re-read (others may have written some)
+"""How often a run whose remaining cells are being scored by another run looks again."""
 
 
-def _evaluate_pending(config: ZCStageConfig, probe: Probe, archive: Archive, labelled: dict[str, Cell]) -> int:
-    """Write a ZC row for every cell of ``labelled`` that has none, sharing the work with any other run on the
-    archive: claim up to two cells per evaluation process, evaluate, write each row and release its claim, until no
-    labelled cell is left without a row. Returns how many this run evaluated."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-    todo = dict.fromkeys(archive.pending(probe.id, labelled))  # pending and not claimed by this run, in order
-    if not todo:
-        return 0
-    in_flight: set[str] = set()
-    done = 0
-    bar = tqdm(total=len(labelled), initial=len(labelled) - len(todo), desc="ZC vectors", unit="cell")
-    refreshed = renewed = time.monotonic()
-    try:
-        with _Evaluator(config, probe) as evaluator:
-            while True:
-                want = 2 * evaluator.processes - len(in_flight)
-                if want > 0 and todo:
-                    claimed = archive.claim_zc(probe.id, todo, want, owner, CLAIM_LEASE_S)
-                    for cell_hash in claimed:
-                        del todo[cell_hash]
-                        in_flight.add(cell_hash)
-                        evaluator.submit((cell_hash, labelled[cell_hash].to_json()))
-                    if len(claimed) < want or time.monotonic() - refreshed > _REFRESH_S:
-                        todo = dict.fromkeys(archive.pending(probe.id, todo))  # drop the rows others wrote
-                        refreshed = time.monotonic()
-                        bar.n = len(labelled) - len(todo) - len(in_flight)
-                        bar.refresh()
-                if not in_flight:
-                    if not todo:
-                        break
-                    time.sleep(CLAIM_POLL_S)  # the rest is claimed by other runs: wait for their rows (or claims)
-                    continue
-                result = evaluator.result(timeout=CLAIM_LEASE_S / 4)
-                if time.monotonic() - renewed > CLAIM_LEASE_S / 4:
-                    archive.renew_zc_claims(probe.id, owner, CLAIM_LEASE_S)
-                    renewed = time.monotonic()
-                if result is None:
-                    continue
-                cell_hash, values, status, reason, seconds = result
-                archive.add_zc(cell_hash, probe.id, values, status, reason, seconds)
-                archive.release_zc_claims(probe.id, owner, [cell_hash])
-                in_flight.discard(cell_hash)
-                done += 1
-                bar.update(1)
-    except BaseException:
-        if in_flight:  # stopped early (an error, Ctrl-C): give the unfinished cells back at once
-            with contextlib.suppress(Exception):
-                archive.release_zc_claims(probe.id, owner)
-        raise
-    finally:
-        bar.close()
-    return done
+def trainer_settings(config: ZCStageConfig) -> dict:
+    """Accelerator, devices, nodes and strategy of the labelling loop: one process per GPU (``devices``) or
+    ``workers`` CPU processes (gloo), on ``num_nodes`` nodes. ``strategy: auto`` spawns the processes itself
+    (``ddp_spawn``: safe inside the pipeline or a notebook) unless SLURM or torchrun started them (``ddp``)."""
+    processes = config.devices or config.workers
+    strategy = resolve_strategy(config.strategy, processes * config.num_nodes)
+    return {"accelerator": "gpu" if config.devices else "cpu", "devices": processes, "num_nodes": config.num_nodes,
+            "strategy": strategy}
 
 
-# ---- the stage ---------------------------------------------------------------------------------------------------
 def run_zc_stage(config: ZCStageConfig) -> dict:
+    """Sample the cells, then score the labelled ones without a row in a Lightning predict loop
+    (:mod:`lightning_nas.zc.predict`); the process of global rank 0 returns the metrics, the others ``{}``."""
     workdir = Path(config.workdir)
     stage_dir = workdir / "zc"
-    stage_dir.mkdir(parents=True, exist_ok=True)
+    archive_path = RunDir(workdir).archive
     probe = Probe.from_source(config.probe.source, config.probe.seed, config.probe.batch_size, config.probe.data_dir)
-    (stage_dir / "config.json").write_text(json.dumps(_describe(config, probe), indent=2))
+    cells = list(sample_nb201_cells(config.unlabelled, config.seed) if config.shape == "nb201" else
+                 sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
+    streams = [(0, cells)]
+    if config.labelled_shape:
+        streams.append((len(cells), _cells_outside_nb201(config.labelled, config.seed + 1, config.op_set)))
+    labelled: dict[str, Cell] = {}
+    for cell in streams[-1][1]:
+        if len(labelled) == config.labelled:
+            break
+        labelled.setdefault(cell.canonical_hash(), cell)
 
-    with Archive(RunDir(workdir).archive, op_set=config.op_set) as archive:
-        archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y, {"batch_size": config.probe.batch_size})
-        cells = list(sample_nb201_cells(config.unlabelled, config.seed) if config.shape == "nb201" else
-                     sample_cells(config.unlabelled, seed=config.seed, op_set=config.op_set))
-        archive.add_cells(cells, run=config.run, stage="zc", start_index=0)
-        if config.labelled_shape:
-            outside = _cells_outside_nb201(config.labelled, config.seed + 1, config.op_set)
-            archive.add_cells(outside, run=config.run, stage="zc", start_index=len(cells))
-            cells = outside
-        labelled: dict[str, Cell] = {}
-        for cell in cells:
-            if len(labelled) == config.labelled:
-                break
-            labelled.setdefault(cell.canonical_hash(), cell)
-        start = time.perf_counter()
-        done = _evaluate_pending(config, probe, archive, labelled)
+    settings = trainer_settings(config)
+    processes = settings["devices"] * config.num_nodes
+    trainer = L.Trainer(**settings, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        inference_mode=False, default_root_dir=stage_dir,
+                        callbacks=[ShardWriter(archive_path, probe.id)])
+    rank0 = trainer.global_rank == 0
+    owner, todo, recovered = new_owner(), None, 0
+    shard_dir = stage_dir / "shards"
+    if rank0:  # the one process that reads and writes the archive
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        (stage_dir / "config.json").write_text(json.dumps(_describe(config, probe), indent=2))
+        with Archive(archive_path, op_set=config.op_set) as archive:
+            archive.add_probe(probe.id, probe.source, probe.seed, probe.x, probe.y,
+                              {"batch_size": config.probe.batch_size})
+            for start, stream in streams:
+                archive.add_cells(stream, run=config.run, stage="zc", start_index=start)
+            todo, recovered = claim_pending(archive, probe.id, labelled, owner, shard_dir)
+    threads = config.threads or max(1, (os.cpu_count() or 1) // settings["devices"])
+    start = time.perf_counter()
+    try:
+        if todo or not rank0 or launched_externally():  # externally started ranks learn in the loop that it is empty
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Total length of `DataLoader` across ranks is zero")
+                trainer.predict(ZCLabeller(probe, threads), datamodule=PendingCellsDataModule(
+                    labelled, todo, owner, shard_dir, config.cells_per_step), return_predictions=False)
+            trainer.strategy.barrier("zc-shards")  # every rank's rows are on disk
+    except BaseException:
+        if rank0:  # stopped early (an error, Ctrl-C): keep what was scored, give the rest back at once
+            with contextlib.suppress(Exception), Archive(archive_path, create=False) as archive:
+                collect_shards(archive, probe.id, owner, shard_dir, processes)
+        raise
+    if not rank0:
+        return {}
+    with Archive(archive_path, create=False) as archive:
+        done = collect_shards(archive, probe.id, owner, shard_dir, processes)
         wall = time.perf_counter() - start
-
+        _wait_for_other_runs(archive, probe.id, labelled)
         counts = archive.count_zc(probe.id)
         ok_rows = list(archive.zc(probe.id).values())
         metrics = {
@@ -273,6 +190,9 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
             "labelled": counts["ok"],
             "failed": counts["failed"],
             "evaluated_this_run": done,
+            "recovered_from_shards": recovered,
+            "processes": processes,
+            "seconds": round(wall, 3),
             "evals_per_s": round(done / wall, 4) if done else _previous(stage_dir, "evals_per_s"),
             "seconds_per_eval": _mean([r["seconds"] for r in archive.zc_rows(probe.id)]),
             "probe": probe.id,
@@ -287,6 +207,16 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
 
         log_stage("zc", stage_dir, asdict(config), metrics)
     return metrics
+
+
+def _wait_for_other_runs(archive: Archive, probe_id: str, labelled: dict[str, Cell]) -> None:
+    """Wait while another live run scores some of the labelled cells (its rows arrive when it merges them), so the
+    normaliser is fitted on all of them; warn about cells nobody is scoring any more (a run that stopped)."""
+    while (missing := archive.pending(probe_id, labelled)) and archive.live_zc_owners(probe_id):
+        time.sleep(CLAIM_POLL_S)
+    if missing:
+        warnings.warn(f"{len(missing)} labelled cells have no ZC row (a run sharing the archive stopped before "
+                      "scoring them): run the zc stage again", RuntimeWarning, stacklevel=2)
 
 
 def _cells_outside_nb201(n: int, seed: int, op_set: str) -> list[Cell]:

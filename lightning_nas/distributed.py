@@ -1,0 +1,89 @@
+"""Processes, GPUs and nodes for the evaluation stages, on Lightning's launcher (no cluster code of our own).
+
+``zc`` rides ``Trainer.predict``; ``search`` and ``generate``, whose loops are not a dataset, ride
+:class:`lightning.fabric.Fabric`: :func:`launch` starts ``fn(ranks)`` on every process — spawned here (``ddp_spawn``:
+safe inside the pipeline, a notebook or a test) or started by SLURM/torchrun (``ddp``) — and returns rank 0's result.
+:class:`Ranks` is the little a loop needs: its rank, the world size, a barrier, and gathering Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Strategy = Literal["auto", "ddp", "ddp_spawn"]
+
+
+def launched_externally() -> bool:
+    """Whether SLURM (``srun``) or torchrun started this job's processes."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    return SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
+
+
+def resolve_strategy(strategy: Strategy, processes: int) -> str:
+    """``auto``: one process → no strategy; more → ``ddp`` when SLURM/torchrun started them, else ``ddp_spawn``."""
+    if strategy != "auto" or processes <= 1:
+        return strategy
+    return "ddp" if launched_externally() else "ddp_spawn"
+
+
+@dataclass
+class Ranks:
+    """This process's place in the job and the collectives an evaluation loop needs."""
+
+    rank: int = 0
+    world_size: int = 1
+    fabric: Any = None
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (every rank gets the list)."""
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            self.fabric.barrier()
+
+    def share(self, items: Sequence[Any]) -> list[Any]:
+        """This rank's items: every ``world_size``-th from ``rank`` on (the distributed sampler's dealing)."""
+        return list(items[self.rank :: self.world_size])
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]`` computed across the ranks (each its :meth:`share`); every rank gets the list."""
+        mine = [fn(x) for x in self.share(items)]
+        if self.world_size == 1:
+            return mine
+        shares = self.gather(mine)
+        out = [None] * len(items)
+        for rank, results in enumerate(shares):
+            out[rank :: self.world_size] = results
+        return out
+
+
+def launch(fn: Callable[..., Any], *args, accelerator: str = "cpu", devices: int = 1, num_nodes: int = 1,
+           strategy: Strategy = "auto", threads: int = 0) -> Any:
+    """Run ``fn(ranks, *args)`` on ``devices`` processes per node × ``num_nodes`` and return rank 0's result (``None``
+    on the other ranks of an externally started job). One process: ``fn`` runs here, with no Lightning at all."""
+    if devices * num_nodes <= 1:
+        return fn(Ranks(), *args)
+    from lightning.fabric import Fabric
+
+    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                    strategy=resolve_strategy(strategy, devices * num_nodes))
+    return fabric.launch(_run_rank, fn, threads, *args)
+
+
+def _run_rank(fabric, fn, threads: int, *args):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    result = fn(Ranks(fabric.global_rank, fabric.world_size, fabric), *args)
+    return result if fabric.global_rank == 0 else None
