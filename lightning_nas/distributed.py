@@ -86,4 +86,11 @@ def _run_rank(fabric, fn, threads: int, *args):
     if threads:
         torch.set_num_threads(threads)
     result = fn(Ranks(fabric.global_rank, fabric.world_size, fabric), *args)
+    # leave together and close the process group: a rank exiting with gloo's threads still up aborts
+    # ("terminate called without an active exception")
+    fabric.barrier()
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     return result if fabric.global_rank == 0 else None
