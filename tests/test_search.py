@@ -181,12 +181,14 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
     assert json.loads((out / "metrics.json").read_text())["best_tcet_big"] == metrics["best_tcet_big"]
     with pytest.raises(ValueError, match="clusters.json has 2"):
         run_search_stage(SearchStageConfig(**{**config.__dict__, "initial": [[5, 8, 2, 1]]}))
-    # W&B: an offline run per budget with the best-so-far curve and the Pareto plot
+    # W&B: an offline run per budget with the best-so-far curve and the Pareto plot (one budget's run is finished
+    # before the next starts: a process holds one W&B run at a time)
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_search_stage(SearchStageConfig(**{**config.__dict__, "iterations": 1, "wandb": True,
-                                          "budgets": [{"name": "w"}]}))
+                                          "budgets": [{"name": "w"}, {"name": "v"}]}))
     runs = list((out / "wandb" / "wandb").glob("offline-run-*")) + list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    assert len(runs) == 2 and all(any(r.rglob("*.wandb")) for r in runs)
+    assert (out / "pareto_w.png").exists() and (out / "pareto_v.png").exists()
 
 
 class CountingEvaluator:

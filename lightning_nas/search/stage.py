@@ -262,7 +262,6 @@ def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:
                                       archive)
     ranks.barrier()
     runs: dict[str, dict] = {}
-    loggers: dict = {}
     with Archive(path, create=False) as archive:
         probe = Probe.from_archive(archive)  # the objective's batch: the archive's probe
         for spec in ranks.share(config.budgets) if by_budgets else config.budgets:
@@ -299,10 +298,9 @@ def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:
                                  "new_iterations": state.iterations - done, "evaluations": state.evaluations,
                                  "over_budget": state.over_budget, "failed": state.failed,
                                  "iterations": state.iterations}
-            if logger is not None and ranks.rank == 0:
-                loggers[budget.name] = logger  # the Pareto plot joins it below
-            elif logger is not None:
-                logger.finish()
+            if by_budgets or ranks.rank == 0:  # the rank that searched a budget holds its whole history
+                _budget_outputs(config, budget.name, history.archs(stage="search", run=run), state.over_budget,
+                                out_dir, logger)
     ranks.barrier()
     shares = ranks.gather(runs)
     if ranks.rank != 0:
@@ -311,13 +309,32 @@ def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:
         runs.update(share)
     with Archive(path, create=False) as archive:
         merge_history_shards(archive, shard_dir)
-        return _write_outputs(config, archive, probe, runs, out_dir, loggers)
+        return _write_outputs(config, archive, probe, runs, out_dir)
+
+
+def _budget_outputs(config: SearchStageConfig, name: str, records: list[dict], over_budget: int, out_dir: Path,
+                    logger) -> None:
+    """``best_<budget>.json`` and ``pareto_<budget>.png`` of one search's history; the plot joins its W&B run,
+    which is then finished."""
+    scored = [r for r in records if r["metrics"]["status"] == "ok"]
+    best_record = max(scored, key=lambda r: r["metrics"]["score"]) if scored else None
+    best = best_record["metrics"] if best_record else None
+    if best_record is not None:
+        (out_dir / f"best_{name}.json").write_text(json.dumps(best_record["spec"], indent=2))
+    _plot_pareto(out_dir / f"pareto_{name}.png", [(r["metrics"]["params"], r["metrics"]["score"]) for r in scored],
+                 (best["params"], best["score"]) if best else None,
+                 f"HL-Evo, budget {name}: {len(scored)} scored, {over_budget} over budget")
+    if logger is not None:
+        import wandb
+
+        logger.log({"pareto": wandb.Image(str(out_dir / f"pareto_{name}.png"))})
+        logger.summary.update({f"best_{config.objective}": best["score"] if best else None})
+        logger.finish()
 
 
 def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, runs: dict[str, dict],
-                   out_dir: Path, loggers: dict) -> dict:
-    """Rank 0: ``best_<budget>.json``, ``pareto_<budget>.png`` and ``metrics.json`` from the archive's histories;
-    the Pareto plot joins the budget's W&B run (a summary run when another rank searched it)."""
+                   out_dir: Path) -> dict:
+    """Rank 0: ``metrics.json`` from the archive's histories (all merged by now)."""
     metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "failed": 0, "iterations": 0}
     wall = max((r["seconds"] for r in runs.values()), default=0.0) if config.parallel == "budgets" else sum(
         r["seconds"] for r in runs.values())
@@ -330,19 +347,6 @@ def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, ru
         scored = [r for r in archive.archs(stage="search", run=run) if r["metrics"]["status"] == "ok"]
         best_record = max(scored, key=lambda r: r["metrics"]["score"]) if scored else None
         best = best_record["metrics"] if best_record else None
-        if best_record is not None:
-            (out_dir / f"best_{budget.name}.json").write_text(json.dumps(best_record["spec"], indent=2))
-        _plot_pareto(out_dir / f"pareto_{budget.name}.png",
-                     [(r["metrics"]["params"], r["metrics"]["score"]) for r in scored],
-                     (best["params"], best["score"]) if best else None,
-                     f"HL-Evo, budget {budget.name}: {len(scored)} scored, {summary['over_budget']} over budget")
-        if config.wandb:
-            import wandb
-
-            logger = loggers.get(budget.name) or stage_run(f"search-{budget.name}-summary", out_dir, {"run": run})
-            logger.log({"pareto": wandb.Image(str(out_dir / f"pareto_{budget.name}.png"))})
-            logger.summary.update({f"best_{config.objective}": best["score"] if best else None})
-            logger.finish()
         metrics["evaluations"] += summary["evaluations"]
         metrics["discarded_over_budget"] += summary["over_budget"]
         metrics["failed"] += summary["failed"]
