@@ -124,6 +124,21 @@ def _rewrite(value: Any, old: str, new: str) -> Any:
     return value
 
 
+def with_search_runs(settings: dict, run: RunDir) -> dict:
+    """The sg stage's settings with its history limited to the search stage's current runs (``run_<budget>`` of
+    ``search/metrics.json``): a search rerun after an upstream change (say a new CCNF) writes new run ids next to the
+    old runs, which stay in the archive, and the SG must learn from this chain's search only. An explicit
+    ``data.init_args.runs`` wins; without a search ``metrics.json`` the settings are returned unchanged."""
+    data = settings.get("data") or {}
+    args = data.get("init_args") or {}
+    path = run.metrics("search")
+    if not str(data.get("class_path", "")).endswith("HLSequenceDataModule") or args.get("runs") is not None \
+            or not path.is_file():
+        return settings
+    runs = [v for k, v in json.loads(path.read_text()).items() if k.startswith("run_") and isinstance(v, str)]
+    return {**settings, "data": {**data, "init_args": {**args, "runs": runs}}}
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -199,6 +214,8 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.move(str(folder), target)
+        if name == "sg":  # after the fingerprint: the run ids follow from the search stage's, which is in it
+            text = yaml.safe_dump(with_search_runs(settings, run), sort_keys=True)
         settings_path = meta / f"{name}.yaml"
         settings_path.write_text(text)
         can_resume = resume and STAGES[name][0] in ("lightning", "evaluate") and \

@@ -99,6 +99,9 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     assert [summary[s]["status"] for s in STAGES] == ["skipped"] * 5 + ["ran"] * 3
     assert list((run / "pipeline" / "previous").glob("sg-*")), "the earlier SG run was not kept"
     assert (run / "pipeline" / "sg.yaml").is_file() and "max_epochs: 2" in (run / "pipeline" / "sg.yaml").read_text()
+    searched = json.loads((run / "search" / "metrics.json").read_text())  # the SG learns from this search only
+    sg_data = yaml.safe_load((run / "pipeline" / "sg.yaml").read_text())["data"]["init_args"]
+    assert sg_data["runs"] == [v for k, v in searched.items() if k.startswith("run_")] and sg_data["runs"]
 
     # the W&B summary run (offline): the stage table and the final architecture's numbers
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -236,3 +239,23 @@ def test_one_config_and_seed_give_a_byte_identical_arch_json_in_two_processes(tm
     gvae = [torch.load(run / "gvae" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in (a, b)]
     assert all(torch.equal(gvae[0][k], gvae[1][k]) for k in gvae[0])
     assert (a / "generate" / "arch.json").read_bytes() == (b / "generate" / "arch.json").read_bytes()
+
+
+def test_the_sg_learns_from_the_current_search_runs_only(tmp_path):
+    """A search rerun after an upstream change writes new run ids next to the old runs in the archive: the pipeline
+    hands the sg stage the search stage's current run ids (an explicit list wins; no search metrics: unchanged)."""
+    from lightning_nas.pipeline import with_search_runs
+    from lightning_nas.stages import RunDir
+
+    settings = {"data": {"class_path": "datamodules.HLSequenceDataModule", "init_args": {"archive": "a.sqlite"}},
+                "model": {"class_path": "lightning_nas.models.SGModule"}}
+    run = RunDir(tmp_path)
+    assert with_search_runs(settings, run) == settings
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "metrics.json").write_text(json.dumps(
+        {"evaluations": 4, "run_small": "hl-evo-small-s0-1", "run_big": "hl-evo-big-s0-2", "best_tcet_big": 1.0}))
+    limited = with_search_runs(settings, run)
+    assert limited["data"]["init_args"] == {"archive": "a.sqlite", "runs": ["hl-evo-small-s0-1", "hl-evo-big-s0-2"]}
+    assert settings["data"]["init_args"] == {"archive": "a.sqlite"}  # not modified in place
+    chosen = {**settings, "data": {**settings["data"], "init_args": {"archive": "a.sqlite", "runs": ["mine"]}}}
+    assert with_search_runs(chosen, run) == chosen
