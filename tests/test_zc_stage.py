@@ -114,7 +114,7 @@ def test_kill_minus_nine_of_one_rank_then_rerun_loses_and_duplicates_nothing(tmp
     import psutil
 
     args = [sys.executable, "-m", "lightning_nas", "zc", "--config", str(REPO / "configs" / "zc" / "tiny.yaml"),
-            f"--workdir={tmp_path}", "--op_set=graphnet", "--unlabelled=40", "--labelled=16", "--workers=2",
+            f"--workdir={tmp_path}", "--op_set=graphnet", "--unlabelled=40", "--labelled=24", "--workers=2",
             "--threads=1", "--probe.source=gaussian", "--probe.batch_size=8", "--wandb=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -139,23 +139,23 @@ def test_kill_minus_nine_of_one_rank_then_rerun_loses_and_duplicates_nothing(tmp
         before = {r["hash"]: r for r in archive.zc_rows(archive.probes()[0])}
     assert not set(before) & set(in_shards)
     before.update(in_shards)
-    assert 3 <= len(before) < 16, f"expected a job killed midway, saw {len(before)} rows"
+    assert 3 <= len(before) < 24, f"expected a job killed midway, saw {len(before)} rows"
 
     finished = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     metrics = json.loads((tmp_path / "zc" / "metrics.json").read_text())
-    assert metrics["labelled"] + metrics["failed"] == 16
+    assert metrics["labelled"] + metrics["failed"] == 24
     assert metrics["recovered_from_shards"] == len(in_shards)
-    assert metrics["evaluated_this_run"] == 16 - len(before)  # only what was missing
+    assert metrics["evaluated_this_run"] == 24 - len(before)  # only what was missing
     with Archive(tmp_path / "archive.sqlite") as archive:
         probe_id = archive.probes()[0]
         after = {r["hash"]: r for r in archive.zc_rows(probe_id)}
         assert archive.zc_claims(probe_id) == []
-    assert len(after) == 16
+    assert len(after) == 24
     for h, row in before.items():  # kept as the killed job scored them
         assert after[h]["values"] == row["values"] and after[h]["seconds"] == row["seconds"]
     with sqlite3.connect(tmp_path / "archive.sqlite") as con:
-        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (16, 16)
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT probe_id || cell_hash) FROM zc").fetchone() == (24, 24)
     assert list((tmp_path / "zc" / "shards").glob("*.jsonl")) == []
 
 
