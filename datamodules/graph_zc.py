@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_nas.archive import Archive
 from lightning_nas.space.cell import encode_inputs
 from lightning_nas.space.decoding import batch_targets
+from lightning_nas.stages import RunDir
 from lightning_nas.zc import ZCNormaliser
 
 
@@ -74,8 +75,7 @@ class GraphZCDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         path = Path(hp.archive)
-        if not path.is_file():
-            raise FileNotFoundError(f"archive: {path} does not exist; run `python -m lightning_nas zc` first")
+        RunDir(path.parent).require("archive", path)
         with Archive(path, create=False) as archive:
             self.op_set = archive.op_set
             probe = archive.resolve_probe(hp.probe)

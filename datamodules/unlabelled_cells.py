@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_nas.archive import Archive
 from lightning_nas.space.cell import encode_inputs
+from lightning_nas.stages import RunDir
 
 
 class UnlabelledCellDataModule(L.LightningDataModule):
@@ -46,8 +47,7 @@ class UnlabelledCellDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         path = Path(hp.archive)
-        if not path.is_file():
-            raise FileNotFoundError(f"archive: {path} does not exist; run `python -m lightning_nas zc` first")
+        RunDir(path.parent).require("archive", path)
         with Archive(path, create=False) as archive:
             self.op_set = archive.op_set
             labelled = set(archive.zc(archive.resolve_probe(hp.probe))) if hp.probe or archive.probes() else set()

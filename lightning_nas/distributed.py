@@ -8,6 +8,7 @@ safe inside the pipeline, a notebook or a test) or started by SLURM/torchrun (``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,19 @@ def resolve_strategy(strategy: Strategy, processes: int) -> str:
     if strategy != "auto" or processes <= 1:
         return strategy
     return "ddp" if launched_externally() else "ddp_spawn"
+
+
+def launch_settings(workers: int = 1, devices: int = 0, num_nodes: int = 1, strategy: Strategy = "auto") -> dict:
+    """The ``Trainer``/``Fabric`` arguments of a stage's ``workers`` (CPU processes) or ``devices`` (GPUs, one process
+    each) per node on ``num_nodes`` nodes."""
+    processes = devices or workers
+    return {"accelerator": "gpu" if devices else "cpu", "devices": processes, "num_nodes": num_nodes,
+            "strategy": resolve_strategy(strategy, processes * num_nodes)}
+
+
+def threads_per_process(threads: int, processes: int) -> int:
+    """``threads``, or 0 (cores / processes) → this machine's cores shared out."""
+    return threads or max(1, (os.cpu_count() or 1) // processes)
 
 
 @dataclass
@@ -67,17 +81,17 @@ class Ranks:
         return out
 
 
-def launch(fn: Callable[..., Any], *args, accelerator: str = "cpu", devices: int = 1, num_nodes: int = 1,
+def launch(fn: Callable[..., Any], *args, workers: int = 1, devices: int = 0, num_nodes: int = 1,
            strategy: Strategy = "auto", threads: int = 0) -> Any:
-    """Run ``fn(ranks, *args)`` on ``devices`` processes per node × ``num_nodes`` and return rank 0's result (``None``
-    on the other ranks of an externally started job). One process: ``fn`` runs here, with no Lightning at all."""
-    if devices * num_nodes <= 1:
+    """Run ``fn(ranks, *args)`` on the processes of :func:`launch_settings` (``threads`` torch threads each, 0:
+    cores / processes) and return rank 0's result (``None`` on the other ranks of an externally started job). One
+    process: ``fn`` runs here, with no Lightning at all."""
+    settings = launch_settings(workers, devices, num_nodes, strategy)
+    if settings["devices"] * num_nodes <= 1:
         return fn(Ranks(), *args)
     from lightning.fabric import Fabric
 
-    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-                    strategy=resolve_strategy(strategy, devices * num_nodes))
-    return fabric.launch(_run_rank, fn, threads, *args)
+    return Fabric(**settings).launch(_run_rank, fn, threads_per_process(threads, settings["devices"]), *args)
 
 
 def _run_rank(fabric, fn, threads: int, *args):

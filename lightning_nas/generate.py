@@ -34,7 +34,6 @@ budget). The same seed and config give the same ``arch.json``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 import warnings
@@ -290,10 +289,8 @@ def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample:
 def run_generate(config: GenerateConfig) -> dict:
     """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics (``{}`` on the
     ranks other than 0 of a job SLURM or torchrun started)."""
-    processes = config.devices or config.workers
-    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0)
-    return launch(_generate, config, accelerator="gpu" if config.devices else "cpu", devices=processes,
-                  num_nodes=config.num_nodes, strategy=config.strategy, threads=threads) or {}
+    return launch(_generate, config, workers=config.workers, devices=config.devices, num_nodes=config.num_nodes,
+                  strategy=config.strategy, threads=config.threads) or {}
 
 
 def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:

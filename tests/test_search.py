@@ -273,7 +273,7 @@ def test_batched_generations_give_the_same_history_on_one_and_two_ranks(tmp_path
     from lightning_nas.distributed import launch
 
     one = launch(_batched_search, str(tmp_path / "one.sqlite"), 4)
-    two = launch(_batched_search, str(tmp_path / "two.sqlite"), 4, devices=2, threads=1)
+    two = launch(_batched_search, str(tmp_path / "two.sqlite"), 4, workers=2, threads=1)
     assert [i for i, *_ in one] == list(range(10)) and two == one
     sequential = launch(_batched_search, str(tmp_path / "seq.sqlite"), 1)
     assert sequential != one  # a generation's children see no sibling: another history than one at a time

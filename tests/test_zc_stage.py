@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lightning_nas.archive import Archive, ArchiveError
+from lightning_nas.datasets.files import read_jsonl
 from lightning_nas.space import Cell, sample_cells
 from lightning_nas.zc import Probe, zc_vector
 from lightning_nas.zc import predict as zc_predict
@@ -104,7 +105,7 @@ def test_failures_are_stored_with_reason_and_the_run_goes_on(tmp_path, monkeypat
 def _shard_rows(workdir) -> dict[str, dict]:
     rows = {}
     for path in sorted((workdir / "zc" / "shards").glob("*.jsonl")):
-        rows.update((r["hash"], r) for r in zc_predict.read_shard(path))
+        rows.update((r["hash"], r) for r in read_jsonl(path))
     return rows
 
 

@@ -132,3 +132,16 @@ def require_shape(array: np.ndarray, shape: tuple, path: Path, what: str) -> np.
         pattern = "×".join("N" if s is None else str(s) for s in shape)
         raise ValueError(f"{path}: {what} should have shape {pattern}, found {array.shape}")
     return array
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file that a process appends to; a last line cut short by a kill is skipped."""
+    import json
+
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

@@ -27,6 +27,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
 from .checkpoint import load_module
+from .gvae import GVAEModule
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -290,8 +291,6 @@ class CCNFModule(L.LightningModule):
         """Load the frozen G-VAE and check it against the archive (op set) and this flow (latent and ZC sizes)."""
         if self.hparams.gvae is None or self._gvae is not None:
             return
-        from .gvae import GVAEModule
-
         gvae = GVAEModule.from_checkpoint(self.hparams.gvae)
         data = self.trainer.datamodule if self._trainer is not None else None
         if getattr(data, "op_set", None) is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..archive import Archive
+from ..datasets.files import read_jsonl
 from ..distributed import Ranks, Strategy, launch
 from ..hw.cost import hardware_cost_for
 from ..hw.measure import measure_arch
@@ -193,15 +194,9 @@ def merge_history_shards(archive: Archive, shard_dir: Path) -> int:
     many records were added."""
     added = 0
     for path in sorted(Path(shard_dir).glob("*.jsonl")):
-        records = []
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
         stored: dict[str, set[int]] = {}
         fresh = []
-        for r in records:
+        for r in read_jsonl(path):
             have = stored.setdefault(r["run"], {a["metrics"].get("iteration") for a in
                                                 archive.archs(stage=r["stage"], run=r["run"])})
             if r["metrics"].get("iteration") not in have:
@@ -216,11 +211,8 @@ def run_search_stage(config: SearchStageConfig) -> dict:
     """Run every budget's search (resuming stored runs) and write ``<workdir>/search/``; returns the metrics (``{}``
     on the ranks other than 0 of a job SLURM or torchrun started)."""
     RunDir(Path(config.workdir)).require("archive")
-    processes = config.devices or config.workers
-    threads = config.threads or (max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0)
-    result = launch(_search, config, accelerator="gpu" if config.devices else "cpu", devices=processes,
-                    num_nodes=config.num_nodes, strategy=config.strategy, threads=threads)
-    return result or {}
+    return launch(_search, config, workers=config.workers, devices=config.devices, num_nodes=config.num_nodes,
+                  strategy=config.strategy, threads=config.threads) or {}
 
 
 def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:

@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from ..archive import CLAIM_LEASE_S, Archive
+from ..datasets.files import read_jsonl
 from ..space import Cell
 from .vector import Probe, cell_scores
 
@@ -65,22 +66,11 @@ def score_cell(cell_hash: str, spec: dict, probe: Probe) -> dict:
             "reason": "; ".join(f"{k}: {v}" for k, v in problems.items()), "seconds": seconds}
 
 
-def read_shard(path: Path) -> list[dict]:
-    """The rows of a shard file; a last line cut short by a kill is skipped."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def merge_shards(archive: Archive, probe_id: str, paths: list[Path]) -> int:
     """Write the rows of shard files into the archive in one transaction (a cell's first row wins), then delete
     the files; returns how many rows were new."""
     rows = [(r["hash"], probe_id, r["values"], r["status"], r["reason"], r["seconds"])
-            for path in paths for r in read_shard(path)]
+            for path in paths for r in read_jsonl(path)]
     added = archive.add_zc_many(rows)
     for path in paths:
         path.unlink(missing_ok=True)

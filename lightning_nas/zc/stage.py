@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import time
 import warnings
@@ -31,7 +30,7 @@ import torch
 
 from .. import __version__
 from ..archive import Archive
-from ..distributed import launched_externally, resolve_strategy
+from ..distributed import launch_settings, launched_externally, threads_per_process
 from ..space import Cell, resolve_op_set, sample_cells
 from ..space.nb201 import nb201_from_cell, sample_nb201_cells
 from ..stages import RunDir
@@ -118,16 +117,6 @@ CLAIM_POLL_S = 1.0
 """How often a run whose remaining cells are being scored by another run looks again."""
 
 
-def trainer_settings(config: ZCStageConfig) -> dict:
-    """Accelerator, devices, nodes and strategy of the labelling loop: one process per GPU (``devices``) or
-    ``workers`` CPU processes (gloo), on ``num_nodes`` nodes. ``strategy: auto`` spawns the processes itself
-    (``ddp_spawn``: safe inside the pipeline or a notebook) unless SLURM or torchrun started them (``ddp``)."""
-    processes = config.devices or config.workers
-    strategy = resolve_strategy(config.strategy, processes * config.num_nodes)
-    return {"accelerator": "gpu" if config.devices else "cpu", "devices": processes, "num_nodes": config.num_nodes,
-            "strategy": strategy}
-
-
 def run_zc_stage(config: ZCStageConfig) -> dict:
     """Sample the cells, then score the labelled ones without a row in a Lightning predict loop
     (:mod:`lightning_nas.zc.predict`); the process of global rank 0 returns the metrics, the others ``{}``."""
@@ -146,7 +135,9 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
             break
         labelled.setdefault(cell.canonical_hash(), cell)
 
-    settings = trainer_settings(config)
+    # one process per GPU or `workers` CPU processes (gloo); `auto` spawns them here (ddp_spawn: safe inside the
+    # pipeline or a notebook) unless SLURM or torchrun started them (ddp)
+    settings = launch_settings(config.workers, config.devices, config.num_nodes, config.strategy)
     processes = settings["devices"] * config.num_nodes
     trainer = L.Trainer(**settings, logger=False, enable_checkpointing=False, enable_model_summary=False,
                         inference_mode=False, default_root_dir=stage_dir,
@@ -163,7 +154,7 @@ def run_zc_stage(config: ZCStageConfig) -> dict:
             for start, stream in streams:
                 archive.add_cells(stream, run=config.run, stage="zc", start_index=start)
             todo, recovered = claim_pending(archive, probe.id, labelled, owner, shard_dir)
-    threads = config.threads or max(1, (os.cpu_count() or 1) // settings["devices"])
+    threads = threads_per_process(config.threads, settings["devices"])
     start = time.perf_counter()
     try:
         if todo or not rank0 or launched_externally():  # externally started ranks learn in the loop that it is empty
