@@ -189,7 +189,8 @@ def test_datamodule_pairs_both_kinds_and_refuses_unlabelled_archives(tiny_archiv
         archive.add_probe("p", "gaussian", 0, torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="no labelled cells"):
         GraphZCDataModule(str(bare)).setup("fit")
-    with pytest.raises(FileNotFoundError, match="run `python -m lightning_nas zc`"):
+    missing = r"missing.sqlite: no archive; run the zc stage first \(python -m lightning_nas zc --config"
+    with pytest.raises(FileNotFoundError, match=missing):
         GraphZCDataModule(str(tmp_path / "missing.sqlite")).setup("fit")
 
 
