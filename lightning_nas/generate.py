@@ -34,11 +34,12 @@ budget). The same seed and config give the same ``arch.json``.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -49,14 +50,18 @@ from .distributed import Ranks, Strategy, launch
 from .hw.cost import hardware_cost_for
 from .hw.measure import measure_arch
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
+from .search.repair import check_feasible
 from .select import SelectConfig, best_index, train_candidates
 from .space.arch import Arch
-from .space.hl import HLArch
+from .space.hl import HLArch, HLStage
 from .space.network import task_network
 from .space.task import Task
 from .stages import RunDir
 from .tracking import log_stage
 from .zc.vector import Probe
+
+GENERATE_OUTPUTS = ("arch.json", "arch.png", "hl_arch.json", "selection.json", "metrics.json", "candidates.jsonl")
+"""What a generate run writes to its ``out``; removed when it starts, so a failed run leaves none of an older one."""
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -180,16 +185,33 @@ class Generation:
     candidates: list[tuple[HLArch, Arch, Evaluation]]
     best: int | None
     seconds: dict[str, float]
+    answer: str = "sg"
+    """Which path answered (:mod:`lightning_nas.search.repair`): ``sg``, ``repaired``, ``search`` or ``smallest``."""
+    origins: list[str] = field(default_factory=list)
+    """Per candidate: ``sg`` (generated), ``repaired`` (a shrunk over-budget one) or ``search`` (the fallback's)."""
+    fallback: dict = field(default_factory=dict)
+    """What the repair and the fallback search did (counts, steps, evaluations)."""
+
+    def __post_init__(self):
+        self.origins = self.origins or ["sg"] * len(self.candidates)
 
     @property
     def within_budget(self) -> int:
-        return sum(e.status != "over_budget" for _, _, e in self.candidates)
+        """Generated candidates within budget."""
+        return sum(e.status != "over_budget" for (_, _, e), o in zip(self.candidates, self.origins, strict=True)
+                   if o == "sg")
 
     @property
     def zc_evaluations(self) -> int:
         """Candidates the proxy ran on (scored, or failed in the proxy rather than in building)."""
         return sum(e.status == "ok" or (e.status == "failed" and not e.reason.startswith("build:"))
-                   for _, _, e in self.candidates)
+                   for _, _, e in self.candidates) + self.fallback.get("search_evaluations", 0)
+
+    @property
+    def scored(self) -> list[int]:
+        """The candidates the answer is chosen from: the generated ones when one scored, else the repaired (or the
+        fallback search's) ones."""
+        return [i for i, (_, _, e) in enumerate(self.candidates) if e.status == "ok" and self.origins[i] == self.answer]
 
 
 def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: int = 100, sequences: int = 4,
@@ -258,6 +280,104 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
     return Generation(hl_archs, scored, best, seconds)
 
 
+def answer_within_budget(result: Generation, generator, evaluator: ArchEvaluator, num_clusters: int,
+                         iterations: int, temperature: float = 0.4, seed: int = 0,
+                         score_many: Callable[[list[Arch]], list[Evaluation]] | None = None,
+                         progress: bool = True) -> Generation:
+    """``result`` when one of its candidates is within budget and scored (``answer`` ``sg``); else the paths 2–4 of
+    :mod:`lightning_nas.search.repair`: every distinct over-budget candidate repaired and scored (``repaired``);
+    failing that, HL-Evo within the budget for ``iterations`` mutations from the cheapest repair, the CCNF drawing
+    the cells (``search``, its evaluations counted in ``zc_evaluations``); failing that, the cheapest in-budget
+    network, unscored (``smallest``). The evaluator's budget must be feasible (:func:`check_feasible`)."""
+    import random
+
+    from .search.mutations import Candidate
+    from .search.repair import SMALLEST_CELL, cheapest, repair, search_within_budget, smallest_arch
+
+    if result.best is not None:
+        return result
+    start = time.perf_counter()
+    score_many = score_many or (lambda archs: [evaluator(a) for a in archs])
+    repaired, steps, seen = [], [], set()
+    for hl, arch, e in result.candidates:
+        if e.status != "over_budget":
+            continue
+        fixed = repair(hl, [s.cell for s in arch.stages], evaluator)
+        if fixed is not None and (fixed[0].hl, fixed[0].cells) not in seen:
+            seen.add((fixed[0].hl, fixed[0].cells))
+            repaired.append(fixed[0])
+            steps.append(len(fixed[1]))
+    archs = [evaluator.materialise(c.hl, c.cells) for c in repaired]
+    evaluations = score_many(archs)
+    candidates = result.candidates + [(c.hl, a, e) for c, a, e in zip(repaired, archs, evaluations, strict=True)]
+    origins = result.origins + ["repaired"] * len(repaired)
+    fallback = {"over_budget": sum(e.status == "over_budget" for _, _, e in result.candidates),
+                "repaired": len(repaired), "repaired_scored": sum(e.status == "ok" for e in evaluations),
+                "repair_steps_median": sorted(steps)[len(steps) // 2] if steps else None}
+    ok = [len(result.candidates) + i for i, e in enumerate(evaluations) if e.status == "ok"]
+    answer = "repaired"
+    if not ok:
+        if repaired:
+            begin = cheapest(repaired, evaluator)
+        else:
+            arch = smallest_arch(evaluator.task)
+            begin = Candidate(HLArch(tuple(HLStage(0, s.channels, s.stride, s.repeats) for s in arch.stages),
+                                     arch.final_channels), (SMALLEST_CELL,))
+
+        def new_cell(cell, cluster, rng: random.Random):  # GenCell of Algorithm 1: the CCNF at the cluster mean
+            return generator.sample(1, cluster=cluster, temperature=temperature, seed=rng.randrange(2**31)).cells[0]
+
+        state = search_within_budget(evaluator, begin, new_cell, num_clusters, iterations, seed,
+                                     evaluate_many=score_many)
+        fallback.update({"search_iterations": iterations, "search_evaluations": state.evaluations,
+                         "search_over_budget": state.over_budget, "search_failed": state.failed})
+        if state.best is not None:
+            found, _ = state.best
+            arch = evaluator.materialise(found.hl, found.cells)
+            candidates.append((found.hl, arch, evaluator(arch)))
+            origins.append("search")
+            answer = "search"
+            ok = [len(candidates) - 1]
+        else:  # nothing scores (the proxy fails on every network): the cheapest in-budget one, unscored
+            arch = evaluator.materialise(begin.hl, begin.cells)
+            e = evaluator(arch)
+            candidates.append((begin.hl, arch, replace(e, status="unscored", score=None) if e.status != "over_budget"
+                               else e))
+            origins.append("smallest")
+            answer, ok = "smallest", [len(candidates) - 1]
+    best = max(ok, key=lambda i: (candidates[i][2].score if candidates[i][2].score is not None else -math.inf, -i))
+    seconds = {**result.seconds, "fallback": time.perf_counter() - start}
+    seconds["total"] = result.seconds["total"] + seconds["fallback"]
+    if progress:
+        print(f"generate: no generated candidate is within budget and scored; answered by {answer!r} ({fallback})")
+    return Generation(result.hl_archs, candidates, best, seconds, answer, origins, fallback)
+
+
+def warn_outside_history(archive: Archive, budget: Budget) -> list[str]:
+    """Warn (and return the lines) for every limit of ``budget`` below the smallest the search history ran under:
+    the SG learnt sizes from that history (Eq. 11), so it has seen no architecture in such a budget and the answer
+    more likely comes from repair or the fallback search."""
+    searched = archive.arch_budgets(stage="search")
+    lines = []
+    for unit in ("params", "macs", "flops", "latency_ms", "energy_mj"):
+        asked = getattr(budget, f"max_{unit}")
+        limits = [b[f"max_{unit}"] for b in searched if b.get(f"max_{unit}") is not None
+                  and (unit not in ("latency_ms", "energy_mj") or b.get("device") == budget.device)]
+        if asked is None or not searched:
+            continue
+        if not limits:
+            lines.append(f"{unit} {asked:.3g}: the search history has no {unit} limit")
+        elif asked < min(limits):
+            lines.append(f"{unit} {asked:.3g} is {min(limits) / asked:.2g}× below the smallest searched "
+                         f"({min(limits):.3g})")
+    if lines:
+        warnings.warn(f"budget outside the search history the SG learnt from ({'; '.join(lines)}; searched: "
+                      f"{[{k: v for k, v in b.items() if v is not None} for b in searched]}): expect a repaired or "
+                      f"searched answer (metrics.json 'answer'); run the search with such a budget and retrain the SG "
+                      f"to have the SG's own", stacklevel=2)
+    return lines
+
+
 def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample: int = 256) -> float | None:
     """The params limit a latency/energy budget implies for budget-guided decoding: the largest params count among
     the search history's architectures (``records``: ``Archive.archs``; at most ``sample`` of them, seeded) whose
@@ -301,6 +421,11 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     start = time.perf_counter()
     workdir = Path(config.workdir)
     run = RunDir(workdir)
+    out = Path(config.out) if config.out else workdir / "generate"
+    if ranks.rank == 0:  # a run that fails from here on leaves nothing of an earlier one for evaluate to read
+        for name in GENERATE_OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     path = run.require("archive")
     sg = SGModule.from_checkpoint(config.sg or run.require("sg"))
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
@@ -319,39 +444,34 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
         evaluator = ArchEvaluator(probe, budget, "tcet", task, hardware)
         implied = hardware_params_limit(archive.archs(stage="search"), evaluator) \
             if budget.hardware and config.budget_guide else None
+        check_feasible(evaluator)  # an infeasible budget: one paragraph naming the smallest network's cost
+        warn_outside_history(archive, budget)
+        score_many = (lambda archs: ranks.map(evaluator, archs)) if ranks.world_size > 1 else None
         result = generate_architectures(sg, generator, evaluator, config.candidates, config.sequences,
                                         config.temperature, config.seed,
                                         config.guide_quantile if config.budget_guide else None,
                                         unseen_task=config.unseen_task, hardware_params=implied,
-                                        progress=ranks.rank == 0,
-                                        score_many=(lambda archs: ranks.map(evaluator, archs))
-                                        if ranks.world_size > 1 else None)
+                                        progress=ranks.rank == 0, score_many=score_many)
+        result = answer_within_budget(result, generator, evaluator, sg.tokenizer.num_clusters, config.candidates,
+                                      config.temperature, config.seed, score_many, progress=ranks.rank == 0)
     if ranks.rank != 0:
         return None
 
-    out = Path(config.out) if config.out else workdir / "generate"
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / "candidates.jsonl", "w") as f:
-        for hl, _, e in result.candidates:
-            f.write(json.dumps({"hl_spec": hl.to_json(), **e.to_json()}) + "\n")
+        for (hl, _, e), origin in zip(result.candidates, result.origins, strict=True):
+            f.write(json.dumps({"hl_spec": hl.to_json(), "origin": origin, **e.to_json()}) + "\n")
     metrics = {
         "budget": asdict(b), "task": task.to_json(), "seed": config.seed,
         "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
         "budget_satisfaction": result.within_budget / config.candidates,
+        "answer": result.answer, **({"fallback": result.fallback} if result.fallback else {}),
         "zc_evaluations": result.zc_evaluations, "trained_candidates": 0,
         "seconds": round(time.perf_counter() - start, 2),
         **{f"{k}_seconds": round(v, 3) for k, v in result.seconds.items()},
     }
-    if result.best is None:
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        raise RuntimeError(
-            f"none of the {config.candidates} candidates is within the budget {asdict(b)} and scored "
-            f"({result.within_budget} within budget); the SG learnt sizes from the search history — ask for a larger "
-            f"budget, more --candidates, or run the search with budgets near this one and retrain the SG")
     chosen = result.best
-    if config.select.top_n > 0:
-        ranked = sorted((i for i, (_, _, e) in enumerate(result.candidates) if e.status == "ok"),
-                        key=lambda i: (-result.candidates[i][2].score, i))[: config.select.top_n]
+    if config.select.top_n > 0 and result.scored:
+        ranked = sorted(result.scored, key=lambda i: (-result.candidates[i][2].score, i))[: config.select.top_n]
         start_select = time.perf_counter()
         trained = train_candidates([result.candidates[i][1] for i in ranked], config.select, out / "select")
         chosen = ranked[best_index(trained)]
@@ -364,7 +484,8 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     hl, arch, best = result.candidates[chosen]
     arch.save(out / "arch.json")
     (out / "hl_arch.json").write_text(json.dumps(hl.to_json(), indent=2) + "\n")
-    draw_arch(arch, out / "arch.png", hl, f"T-CET {best.score:.4g}, {best.params / 1e6:.3g}M params, "
+    tcet = "unscored" if best.score is None else f"T-CET {best.score:.4g}"
+    draw_arch(arch, out / "arch.png", hl, f"{tcet} ({result.answer}), {best.params / 1e6:.3g}M params, "
                                           f"{best.macs / 1e6:.3g}M MACs ({task.name}: {task.num_classes} outputs, "
                                           f"input {'×'.join(map(str, task.input_shape))})")
     metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,

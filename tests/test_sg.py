@@ -593,3 +593,29 @@ def test_a_device_sg_is_prompted_with_the_latency_limit(history_archive, tiny_gv
                 generate_architectures(sg, generator, evaluator, candidates=2, sequences=1, progress=False)
         tokens = sg.tokenizer.describe(prompts[0])
         assert ("latency_ms:[2.37, 3.16)" not in tokens) and (("latency_ms:[1.78, 2.37)" in tokens) == expect), tokens
+
+
+def test_generate_answers_a_budget_no_candidate_fits_and_rejects_an_infeasible_one(history_archive, trained_sg,
+                                                                                   tiny_gvae, tiny_ccnf, tmp_path):
+    """A MACs limit far below every generated candidate: generate still answers in budget (by repair, or the
+    fallback search) and says which path answered; an infeasible budget is a one-paragraph ValueError naming the
+    smallest network's cost, and removes the previous run's arch.json so no later stage reads it."""
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.space.arch import Arch
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+                  clusters=str(tmp_path / "clusters.json"), candidates=4, sequences=2, task="digits",
+                  out=str(tmp_path / "a"))
+    with pytest.warns(UserWarning, match="outside the search history"):
+        metrics = run_generate(GenerateConfig(**common, budget={"params": "400k", "macs": "1M"}))
+    assert metrics["budget_satisfaction"] == 0 and metrics["answer"] in ("repaired", "search", "smallest")
+    assert metrics["fallback"]["over_budget"] == 4 and metrics["macs"] <= 1e6 and metrics["params"] <= 400_000
+    arch = Arch.load(tmp_path / "a" / "arch.json")
+    assert count_cost(build_network(arch, 1, 10), (1, 32, 32))["macs"] == metrics["macs"]
+    origins = [json.loads(line)["origin"] for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
+    assert origins[:4] == ["sg"] * 4 and metrics["answer"] in origins[4:]
+    with pytest.raises(ValueError, match=r"no architecture of the space fits.*costs params 194.*--budget.params"):
+        run_generate(GenerateConfig(**common, budget={"params": 10}))
+    assert not (tmp_path / "a" / "arch.json").exists() and not (tmp_path / "a" / "metrics.json").exists()
