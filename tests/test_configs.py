@@ -104,3 +104,19 @@ def test_paper_totals_and_departures_agree_with_the_paper_or_say_why():
         line = next(line for line in (REPO / "configs" / name).read_text().splitlines() if "kl_weight:" in line)
         assert "paper Eq. 4: 1" in line and "measured" in line
     assert (REPO / "benchmarks" / "results" / "gvae_ablation.md").is_file()
+
+
+def test_the_demo_pipeline_generates_only_within_budgets_its_search_covered():
+    """[hardening] item 2: the SG learns sizes from the search history; the demo's generate budget must not lie
+    below every budget its search ran under (the demo failed on a machine where no candidate fitted 20M MACs after a
+    search at 50M)."""
+    import yaml
+
+    from lightning_nas.generate import parse_quantity
+
+    pipeline = yaml.safe_load((REPO / "configs" / "pipeline" / "tiny.yaml").read_text())["stages"]
+    searched = pipeline["search"]["set"]["budgets"]
+    asked = pipeline["generate"]["set"]["budget"]
+    for unit, value in asked.items():
+        limits = [b[f"max_{unit}"] for b in searched if b.get(f"max_{unit}") is not None]
+        assert limits and parse_quantity(value, unit) >= min(limits), (unit, value, limits)

@@ -59,3 +59,16 @@ def test_an_infeasible_budget_names_the_smallest_cost_and_how_to_fix_it():
         check_feasible(_evaluator(10))
     with pytest.raises(ValueError, match=r"--budget.macs 110.8k"):
         check_feasible(_evaluator(None, 1000))
+
+
+def test_the_fallback_search_stays_within_the_budget_and_counts_its_evaluations():
+    from lightning_nas.search.mutations import Candidate
+    from lightning_nas.search.repair import search_within_budget
+
+    evaluator = _evaluator(20_000, 2e6)
+    start = Candidate(HLArch((HLStage(0, 8, 1, 1),), None), (CONV,))
+    state = search_within_budget(evaluator, start, lambda cell, k, rng: mutate_cell(cell or CONV, rng), 2,
+                                 iterations=6, seed=0)
+    assert state.iterations == 7 and state.evaluations + state.over_budget + state.failed == 7
+    best, score = state.best
+    assert score > 0 and not evaluator.budget.violations(network_cost(evaluator, best.hl, best.cells))
