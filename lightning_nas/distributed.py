@@ -85,10 +85,20 @@ def launch(fn: Callable[..., Any], *args, workers: int = 1, devices: int = 0, nu
            strategy: Strategy = "auto", threads: int = 0) -> Any:
     """Run ``fn(ranks, *args)`` on the processes of :func:`launch_settings` (``threads`` torch threads each, 0:
     cores / processes) and return rank 0's result (``None`` on the other ranks of an externally started job). One
-    process: ``fn`` runs here, with no Lightning at all."""
+    process: ``fn`` runs here, with no Lightning at all, under ``threads`` torch threads when given (restored after:
+    float sums such as T-CET's change with the thread count, so a run reproduces another only at the same count)."""
     settings = launch_settings(workers, devices, num_nodes, strategy)
     if settings["devices"] * num_nodes <= 1:
-        return fn(Ranks(), *args)
+        if not threads:
+            return fn(Ranks(), *args)
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn(Ranks(), *args)
+        finally:
+            torch.set_num_threads(before)
     from lightning.fabric import Fabric
 
     return Fabric(**settings).launch(_run_rank, fn, threads_per_process(threads, settings["devices"]), *args)

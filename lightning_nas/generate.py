@@ -353,29 +353,26 @@ def answer_within_budget(result: Generation, generator, evaluator: ArchEvaluator
     return Generation(result.hl_archs, candidates, best, seconds, answer, origins, fallback)
 
 
-def warn_outside_history(archive: Archive, budget: Budget) -> list[str]:
-    """Warn (and return the lines) for every limit of ``budget`` below the smallest the search history ran under:
-    the SG learnt sizes from that history (Eq. 11), so it has seen no architecture in such a budget and the answer
-    more likely comes from repair or the fallback search."""
-    searched = archive.arch_budgets(stage="search")
-    lines = []
-    for unit in ("params", "macs", "flops", "latency_ms", "energy_mj"):
-        asked = getattr(budget, f"max_{unit}")
-        limits = [b[f"max_{unit}"] for b in searched if b.get(f"max_{unit}") is not None
-                  and (unit not in ("latency_ms", "energy_mj") or b.get("device") == budget.device)]
-        if asked is None or not searched:
-            continue
-        if not limits:
-            lines.append(f"{unit} {asked:.3g}: the search history has no {unit} limit")
-        elif asked < min(limits):
-            lines.append(f"{unit} {asked:.3g} is {min(limits) / asked:.2g}× below the smallest searched "
-                         f"({min(limits):.3g})")
-    if lines:
-        warnings.warn(f"budget outside the search history the SG learnt from ({'; '.join(lines)}; searched: "
-                      f"{[{k: v for k, v in b.items() if v is not None} for b in searched]}): expect a repaired or "
-                      f"searched answer (metrics.json 'answer'); run the search with such a budget and retrain the SG "
-                      f"to have the SG's own", stacklevel=2)
-    return lines
+def warn_outside_history(archive: Archive, budget: Budget, min_share: float = 0.05) -> str | None:
+    """Warn (and return the message) when fewer than ``min_share`` of the search history's scored architectures fit
+    ``budget``'s params/MACs/FLOPs limits: the SG learnt sizes from that history (Eq. 11), so it has seen few or no
+    architectures this small and the answer more likely comes from repair or the fallback search. Costs are the
+    history's own (counted on the search's task)."""
+    units = [u for u in ("params", "macs", "flops") if getattr(budget, f"max_{u}") is not None]
+    costs = [r["metrics"] for r in archive.archs(stage="search")
+             if r["metrics"].get("status") == "ok" and all(r["metrics"].get(u) is not None for u in units)]
+    if not costs or not units:
+        return None
+    fits = sum(all(c[u] <= getattr(budget, f"max_{u}") for u in units) for c in costs)
+    if fits >= min_share * len(costs):
+        return None
+    below = "; ".join(f"{u} ≤ {getattr(budget, f'max_{u}'):.3g} (smallest {min(c[u] for c in costs):.3g}, "
+                      f"median {sorted(c[u] for c in costs)[len(costs) // 2]:.3g})" for u in units)
+    message = (f"budget outside the search history the SG learnt from: {fits} of its {len(costs)} scored "
+               f"architectures fit {below}. Expect a repaired or searched answer (metrics.json 'answer'); to have the "
+               f"SG's own, run the search with a budget like this one and retrain the SG")
+    warnings.warn(message, stacklevel=2)
+    return message
 
 
 def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample: int = 256) -> float | None:
@@ -425,7 +422,6 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     if ranks.rank == 0:  # a run that fails from here on leaves nothing of an earlier one for evaluate to read
         for name in GENERATE_OUTPUTS:
             (out / name).unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
     path = run.require("archive")
     sg = SGModule.from_checkpoint(config.sg or run.require("sg"))
     generator = CellGenerator.from_workdir(workdir, config.gvae, config.ccnf, config.clusters)
@@ -457,6 +453,7 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     if ranks.rank != 0:
         return None
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a missing workdir or artifact creates nothing
     with open(out / "candidates.jsonl", "w") as f:
         for (hl, _, e), origin in zip(result.candidates, result.origins, strict=True):
             f.write(json.dumps({"hl_spec": hl.to_json(), "origin": origin, **e.to_json()}) + "\n")

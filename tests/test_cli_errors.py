@@ -111,6 +111,7 @@ def test_usage_errors_of_every_stage_command(tmp_path, capsys):
     for argv, fragment in cases:
         code, stderr = run_in_process(capsys, *argv)
         assert_one_error(code, stderr, fragment)
+        assert not (tmp_path / "missing").exists(), f"{argv[0]} created the missing directory it was pointed at"
 
 
 def test_lightning_commands_report_invalid_values_in_one_line(tmp_path, capsys, monkeypatch):

@@ -284,6 +284,24 @@ def test_batched_generations_give_the_same_history_on_one_and_two_ranks(tmp_path
     assert _history(tmp_path / "seq2.sqlite") == sequential
 
 
+def _threads(ranks) -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def test_one_process_launch_runs_under_the_threads_asked_for_and_restores_them():
+    """``threads`` holds for one process too (it used to be ignored there, so ``--threads 1`` on one worker scored
+    with every core and its T-CET differed from a two-rank run's at ~1e-4)."""
+    import torch
+
+    from lightning_nas.distributed import launch
+
+    before = torch.get_num_threads()
+    assert launch(_threads, threads=1) == 1 and torch.get_num_threads() == before
+    assert launch(_threads) == before
+
+
 def test_history_shards_merge_once_and_skip_a_torn_line(tmp_path):
     import json
 

@@ -385,12 +385,6 @@ class Archive(Connection):
             for i, s, h, m, b, st, r, c in rows
         ]
 
-    def arch_budgets(self, stage: str | None = None) -> list[dict]:
-        """The distinct budgets stored with the architectures (of ``stage`` when given): what a search ran under."""
-        rows = self._read("SELECT DISTINCT budget FROM archs WHERE budget IS NOT NULL AND (?1 IS NULL OR stage = ?1)"
-                          " ORDER BY budget", (stage,))
-        return [_loads(b) for (b,) in rows]
-
     # ---- clusters --------------------------------------------------------------------------------
     def set_clusters(self, name: str, assignments: dict[str, int], source: str | dict[str, str] = "zc") -> None:
         """Replace the clustering ``name``: every stored row of that name is deleted and ``cell_hash -> cluster``
