@@ -48,7 +48,8 @@ BUDGETS = {"500k": (500_000, 20_000_000), "1.5M": (1_500_000, 150_000_000)}
 GROUPS = {"random-500k": ("500k", 0), "random-1.5M": ("1.5M", 0), "seed1": ("500k", 1)}
 EPOCHS, EARLY_EPOCH = 15, 5
 TSE_STEPS = 20
-PROXY_NAMES = ("naswot", "snip", "snip_ssnr", "tcet", "tcet_none", "zen", "zico", "params", "macs", "flops")
+PROXY_NAMES = ("naswot", "snip", "snip_ssnr", "tcet", "tcet_none", "tcet_mean", "grad_norm", "zen", "zico", "params",
+               "macs", "flops")
 
 
 def commit() -> str:

@@ -203,8 +203,8 @@ class Generation:
 
     @property
     def zc_evaluations(self) -> int:
-        """Candidates the proxy ran on (scored, or failed in the proxy rather than in building)."""
-        return sum(e.status == "ok" or (e.status == "failed" and not e.reason.startswith("build:"))
+        """Candidates the proxy ran on (scored, rejected by a guard, or failed in the proxy rather than in building)."""
+        return sum(e.status in ("ok", "rejected") or (e.status == "failed" and not e.reason.startswith("build:"))
                    for _, _, e in self.candidates) + self.fallback.get("search_evaluations", 0)
 
     @property

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -238,3 +239,44 @@ def test_conv1d_networks_are_scored():
     x, y = torch.randn(8, 2, 64), torch.randint(0, 4, (8,))
     s = zc.scores(net, x, y, ["naswot", "snip_ssnr", "tcet", "zico", "zen"])
     assert all(math.isfinite(v) for v in s.values()) and s["naswot"] > 0
+
+
+# ---- objectives (issue #29) ------------------------------------------------------------------------------------
+def test_grad_norm_and_tcet_mean_match_autograd_and_tcet_per_layer():
+    import torch.nn.functional as F
+
+    from lightning_nas.zc.proxies import evaluate_proxies
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 4 * 4, 10))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    values, _ = evaluate_proxies(model, x, y, ["tcet", "tcet_mean", "grad_norm"])
+    F.cross_entropy(model(x), y).backward()
+    oracle = torch.cat([m.weight.grad.flatten() for m in model if isinstance(m, (nn.Conv2d, nn.Linear))]).norm()
+    assert values["grad_norm"] == pytest.approx(float(oracle), rel=1e-5)
+    assert values["tcet_mean"] == pytest.approx(values["tcet"] / 3, rel=1e-12)
+    model.zero_grad()
+    model[0].weight.data *= 100  # a larger initial scale: larger gradients downstream
+    assert evaluate_proxies(model, x, y, ["grad_norm"])[0]["grad_norm"] > values["grad_norm"]
+
+
+def test_guarded_objective_rejects_networks_outside_the_trainable_range():
+    from lightning_nas.search.evaluate import ArchEvaluator, Budget
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.zc.objectives import TrainableRange, objective_for, rank_aggregate
+    from lightning_nas.zc.vector import Probe
+
+    probe = Probe.from_source("gaussian", seed=0, batch_size=8)
+    arch = Arch.load(Path(__file__).resolve().parents[1] / "configs" / "archs" / "digits.json")
+    plain = ArchEvaluator(probe, Budget("any"), "naswot")(arch)
+    wide = ArchEvaluator(probe, Budget("any"), "guarded_naswot", trainable=TrainableRange(0.0, 1e9))(arch)
+    assert plain.status == wide.status == "ok" and wide.score == plain.score
+    narrow = ArchEvaluator(probe, Budget("any"), "guarded_naswot", trainable=TrainableRange(0.0, 1e-9, "test"))(arch)
+    assert narrow.status == "rejected" and narrow.score is None and "grad_norm" in narrow.reason
+    with pytest.raises(ValueError, match="unknown proxy 'nope'"):
+        objective_for("nope")
+    # AZ-NAS aggregation: Σ log(rank/M), the best in every key scores 0, a NaN counts as the worst
+    scores = rank_aggregate([{"a": 1.0, "b": 3.0}, {"a": 2.0, "b": float("nan")}, {"a": 3.0, "b": 5.0}], ["a", "b"])
+    assert scores[2] == 0.0 and scores[0] == pytest.approx(math.log(1 / 3) + math.log(2 / 3))
+    assert scores[1] == pytest.approx(math.log(2 / 3) + math.log(1 / 3))

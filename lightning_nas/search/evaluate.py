@@ -13,6 +13,7 @@ from ..space.arch import Arch
 from ..space.cost import count_cost
 from ..space.network import build_network, task_network
 from ..space.task import Task
+from ..zc.objectives import Objective, TrainableRange, objective_for, shipped_range
 from ..zc.proxies import evaluate_proxies
 from ..zc.vector import Probe
 
@@ -68,7 +69,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """``status``: ``ok``, ``over_budget`` (not scored), ``failed`` (build or proxy error, or a non-finite score) or
+    """``status``: ``ok``, ``over_budget`` (not scored), ``failed`` (build or proxy error, or a non-finite score),
+    ``rejected`` (scored, but a guarded objective's trainability guard refused it: ``reason`` says why) or
     ``unscored`` (within budget, no objective asked for)."""
 
     status: str
@@ -87,15 +89,20 @@ class Evaluation:
 
 class ArchEvaluator:
     """Checks ``budget`` on the ``task``'s network (:meth:`~lightning_nas.space.task.Task.cost`: the network that
-    will be trained, at the task's input size) and scores the ``objective`` proxy (default ``tcet``; any name
-    :func:`lightning_nas.zc.proxies.evaluate_proxies` knows, e.g. ``zen`` or ``zico`` for the baselines; ``None``:
-    check the budget only) on the probe batch. The proxy runs on the same architecture (stem, SE) built for the
-    probe's input; both networks' weights are seeded by the probe's seed. ``task`` defaults to the probe's shape
-    (:meth:`Task.from_probe`). Architectures to score come from :meth:`materialise`, so they carry the task."""
+    will be trained, at the task's input size) and scores the ``objective`` (default ``tcet``; one of
+    :data:`lightning_nas.zc.objectives.OBJECTIVES`, or any name :func:`lightning_nas.zc.proxies.evaluate_proxies`
+    knows; ``None``: check the budget only) on the probe batch. A guarded objective rejects networks outside
+    ``trainable`` (default: the range shipped with the package, measured on trained ground truth). The proxy runs on
+    the same architecture (stem, SE) built for the probe's input; both networks' weights are seeded by the probe's
+    seed. ``task`` defaults to the probe's shape (:meth:`Task.from_probe`). Architectures to score come from
+    :meth:`materialise`, so they carry the task."""
 
     def __init__(self, probe: Probe, budget: Budget, objective: str | None = "tcet", task: Task | None = None,
-                 hardware=None):
+                 hardware=None, trainable: TrainableRange | None = None):
         self.probe, self.budget, self.objective = probe, budget, objective
+        self._objective: Objective | None = objective_for(objective) if objective is not None else None
+        self.trainable = trainable if trainable is not None or not getattr(self._objective, "guarded", False) \
+            else shipped_range()
         self.task = task if task is not None else Task.from_probe(probe)
         self._probe_task = Task.from_probe(probe)
         if budget.hardware and (hardware is None or hardware.device != budget.device):
@@ -147,13 +154,16 @@ class ArchEvaluator:
                               time.perf_counter() - start, **hw)
         try:
             values, problems = evaluate_proxies(self._probe_network(arch, model), self.probe.x, self.probe.y,
-                                                [self.objective])
+                                                self._objective.proxies)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, f"{self.objective}: {err}", **hw)
-        score = values[self.objective]
+        score, rejection = self._objective.score(values, self.trainable)
+        if rejection:
+            return Evaluation("rejected", None, cost["params"], cost["macs"], cost["flops"],
+                              time.perf_counter() - start, f"{self.objective}: {rejection}", **hw)
         if not math.isfinite(score):
-            reason = problems.get(self.objective, "non-finite score")
+            reason = problems.get(self._objective.proxy, "non-finite score")
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, f"{self.objective}: {reason}", **hw)
         return Evaluation("ok", float(score), cost["params"], cost["macs"], cost["flops"], time.perf_counter() - start,

@@ -19,6 +19,10 @@ Variants implemented (names as in the authors' library ``alethiometer`` 1.1.2):
   (``none``, ``log``, ``log1p``; NaN/±inf → 0) per layer, summed.
 - **T-CET** (``tcet_snip_<mode>``): ``Σ_l LNWOT_l · mode(SNR_l)``, pairing each layer's LNWOT with *its own* SNR
   (alethiometer pairs forward-hook order with ``modules()`` order; they agree only when the two orders agree).
+- **T-CET, layer mean** (``tcet_mean``, ours): ``mean_l LNWOT_l · log1p(SNR_l)`` — T-CET divided by its number of
+  layers, so that a deeper network is not rewarded for its depth alone (issue #29).
+- **Gradient norm** (``grad_norm``): ``‖∂L/∂w‖₂`` over the Conv/Linear weights, from SNIP's backward pass — a
+  trainability diagnostic (networks whose gradients explode at initialisation train badly).
 - **Zen-score** and **ZiCo**: see their functions.
 """
 
@@ -42,7 +46,7 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 EVAL_PROXIES = ("naswot", "lnwot")
 TRAIN_PROXIES = ("snip", "snip_ssnr")
 COST_PROXIES = ("params", "macs", "flops")
-PROXIES = (*EVAL_PROXIES, *TRAIN_PROXIES, "tcet", "zen", "zico", *COST_PROXIES)
+PROXIES = (*EVAL_PROXIES, *TRAIN_PROXIES, "tcet", "tcet_mean", "grad_norm", "zen", "zico", *COST_PROXIES)
 """Names :func:`scores` accepts; ``snip_ssnr`` and ``tcet`` also take a mode suffix (``tcet_log1p``,
 ``snip_ssnr_none``)."""
 
@@ -144,9 +148,8 @@ def _activation_kernels(model: nn.Module, layers: Sequence[nn.Module], x: torch.
     return kernels  # type: ignore[return-value]
 
 
-def _saliencies(model: nn.Module, layers: Sequence[nn.Module], x, y, loss_fn) -> list[torch.Tensor]:
-    """One train-mode forward/backward; per layer the SNIP saliency ``|w ⊙ ∂L/∂w|``."""
-    grads = _gradients(model, layers, x, y, loss_fn)
+def _saliencies(layers: Sequence[nn.Module], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per layer the SNIP saliency ``|w ⊙ ∂L/∂w|`` of the gradients :func:`_gradients` gives."""
     return [(layer.weight.detach() * g).abs() for layer, g in zip(layers, grads, strict=True)]
 
 
@@ -165,6 +168,9 @@ def _parse(names: Iterable[str]) -> list[tuple[str, str, str | None]]:
     """``[(requested name, proxy, mode)]``."""
     parsed = []
     for name in names:
+        if name in PROXIES and name not in DEFAULT_MODES:  # e.g. tcet_mean: a proxy of its own, not a mode
+            parsed.append((name, name, None))
+            continue
         for base in ("snip_ssnr", "tcet"):
             if name == base:
                 parsed.append((name, base, DEFAULT_MODES[base]))
@@ -194,14 +200,14 @@ def evaluate_proxies(
     parsed = _parse(names)
     wanted = {proxy for _, proxy, _ in parsed}
     layers = weight_layers(model)
-    needs_labels = wanted & {"snip", "snip_ssnr", "tcet", "zico"}
+    needs_labels = wanted & {"snip", "snip_ssnr", "tcet", "tcet_mean", "grad_norm", "zico"}
     check_batch(x, y if needs_labels else None)
     values: dict[str, float] = {}
     problems: dict[str, str] = {}
     lnwot: list[float] = []
     snr: list[float] = []
     with preserved_state(model):
-        if wanted & {"naswot", "lnwot", "tcet"}:
+        if wanted & {"naswot", "lnwot", "tcet", "tcet_mean"}:
             kernels = _activation_kernels(model, layers, x)
             if "naswot" in wanted:
                 total = kernels[0].clone()
@@ -210,12 +216,13 @@ def evaluate_proxies(
                 naswot_value, singular = _logdet(total)
                 if singular:
                     problems["naswot"] = "singular kernel (identical activation codes in the batch): sentinel 0"
-            if wanted & {"lnwot", "tcet"}:
+            if wanted & {"lnwot", "tcet", "tcet_mean"}:
                 per_layer = [_logdet(k) for k in kernels]
                 lnwot = [v for v, _ in per_layer]
                 n_singular = sum(s for _, s in per_layer)
-        if wanted & {"snip", "snip_ssnr", "tcet"}:
-            saliency = _saliencies(model, layers, x, y, loss_fn)
+        if wanted & {"snip", "snip_ssnr", "tcet", "tcet_mean", "grad_norm"}:
+            grads = _gradients(model, layers, x, y, loss_fn)
+            saliency = _saliencies(layers, grads)
             snr = [_snr(s) for s in saliency]
         for name, proxy, mode in parsed:
             if proxy == "naswot":
@@ -230,6 +237,11 @@ def evaluate_proxies(
                 values[name] = float(sum(apply_mode(v, mode) for v in snr))
             elif proxy == "tcet":
                 values[name] = float(sum(n * apply_mode(s, mode) for n, s in zip(lnwot, snr, strict=True)))
+            elif proxy == "tcet_mean":
+                terms = [n * apply_mode(s, DEFAULT_MODES["tcet"]) for n, s in zip(lnwot, snr, strict=True)]
+                values[name] = float(sum(terms) / len(terms))
+            elif proxy == "grad_norm":
+                values[name] = float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads)))
     if "zen" in wanted:
         values["zen"] = zen_score(model, x)
     if "zico" in wanted:
