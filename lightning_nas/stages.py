@@ -69,6 +69,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("pipeline", "command", ".pipeline",
             "zc → gvae → cluster → ccnf → search → sg → generate → evaluate, resumable",
             example="pipeline --config configs/pipeline/tiny.yaml"),
+    Command("score", "command", ".score", "zero-cost scores of arch.json files: an objective, every proxy, ‖∇θL‖",
+            example="score configs/archs/digits.json --task digits"),
     Command("report", "command", ".report", "REPORT.md of a run: stage results, Tables 1 and 2, figures",
             example="report runs/demo"),
 )

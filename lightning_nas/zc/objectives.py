@@ -92,15 +92,16 @@ def objective_for(name: str) -> Objective:
 
 
 def shipped_range() -> TrainableRange:
-    """The trainable range shipped with the package (``trainable_range.json``, written by
-    ``benchmarks/objectives.py`` from ``data/graphnet_digits``); a clear error while none has been measured."""
+    """The trainable range shipped with the package (``trainable_range.json``, set from ``data/graphnet_digits``
+    with :func:`trainable_range`); a clear error while none has been measured."""
     import json
     from pathlib import Path
 
     path = Path(__file__).with_name("trainable_range.json")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trainable range measured yet; run benchmarks/objectives.py on "
-                                "data/graphnet_digits, or pass trainable=TrainableRange(lo, hi) to a guarded objective")
+        raise FileNotFoundError(f"{path}: no trainable range measured yet (it is set from data/graphnet_digits once "
+                                "that holds enough rows, issue #29); choose an unguarded objective, or in Python pass "
+                                "trainable=TrainableRange(lo, hi)")
     info = json.loads(path.read_text())
     return TrainableRange(float(info["lo"]), float(info["hi"]), str(info.get("source", path.name)))
 
