@@ -33,9 +33,10 @@ def score_archs(paths: list[str | Path], task: str = "digits", objective: str | 
     from .compare import init_grad_norm
     from .search.evaluate import ArchEvaluator, Budget
     from .space.arch import Arch
+    from .space.network import task_network
     from .space.task import Task, named_task
     from .stages import RunDir
-    from .zc.objectives import DEFAULT_OBJECTIVE
+    from .zc.objectives import DEFAULT_OBJECTIVE, objective_for, shipped_range
     from .zc.proxies import evaluate_proxies
     from .zc.vector import Probe
 
@@ -46,30 +47,31 @@ def score_archs(paths: list[str | Path], task: str = "digits", objective: str | 
     else:
         probe = Probe.from_source(**DEFAULT_PROBE)
     the_task = named_task(task) if isinstance(task, str) and not task.lstrip().startswith("{") else Task.from_json(task)
-    evaluator = ArchEvaluator(probe, Budget("score"), objective, the_task)
+    goal = objective_for(objective)
+    trainable = shipped_range() if goal.guarded else None
+    evaluator = ArchEvaluator(probe, Budget("score"), None, the_task)  # builds and counts; the proxies run once below
     archs = [Arch.load(p) for p in paths]  # every spec checked before any is scored: a bad one fails fast
     rows = []
     for path, arch in zip(paths, archs, strict=True):
         arch = arch if arch.task == the_task else dataclasses.replace(arch, task=the_task)  # scored as trained
         evaluation = evaluator(arch)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(probe.seed)
-            network = evaluator._probe_network(arch, _task_network(the_task, arch))
-        values, _ = evaluate_proxies(network, probe.x, probe.y, PROXY_NAMES)
-        row = {"arch": str(path), "objective": objective, "score": evaluation.score, "status": evaluation.status,
-               "proxies": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
-               "grad_norm_at_init": init_grad_norm(arch, the_task, 0), "params": evaluation.params,
-               "macs": evaluation.macs}
+        row = {"arch": str(path), "objective": objective, "score": None, "status": evaluation.status,
+               "proxies": {}, "grad_norm_at_init": None, "params": evaluation.params, "macs": evaluation.macs}
+        if evaluation.status == "unscored":  # built: every proxy on the probe network, one pass for all
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(probe.seed)
+                network = evaluator.probe_network(arch, task_network(the_task, arch))
+            values, _ = evaluate_proxies(network, probe.x, probe.y, PROXY_NAMES)
+            score, rejection = goal.score(values, trainable) if trainable else goal.score(values)
+            ok = not rejection and math.isfinite(score)
+            row.update({"score": score if ok else None, "status": "ok" if ok else "rejected" if rejection else "failed",
+                        "proxies": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
+                        "grad_norm_at_init": init_grad_norm(arch, the_task, 0)})
+            evaluation = dataclasses.replace(evaluation, reason=rejection or ("" if ok else "non-finite score"))
         if evaluation.reason:
             row["reason"] = evaluation.reason
         rows.append(row)
     return rows
-
-
-def _task_network(task, arch):
-    from .space.network import task_network
-
-    return task_network(task, arch)
 
 
 def main(argv: list[str]) -> list[dict]:

@@ -264,7 +264,7 @@ def test_grad_norm_and_tcet_mean_match_autograd_and_tcet_per_layer():
 def test_guarded_objective_rejects_networks_outside_the_trainable_range():
     from lightning_nas.search.evaluate import ArchEvaluator, Budget
     from lightning_nas.space.arch import Arch
-    from lightning_nas.zc.objectives import TrainableRange, objective_for, rank_aggregate
+    from lightning_nas.zc.objectives import TrainableRange, objective_for
     from lightning_nas.zc.vector import Probe
 
     probe = Probe.from_source("gaussian", seed=0, batch_size=8)
@@ -276,7 +276,3 @@ def test_guarded_objective_rejects_networks_outside_the_trainable_range():
     assert narrow.status == "rejected" and narrow.score is None and "grad_norm" in narrow.reason
     with pytest.raises(ValueError, match="unknown proxy 'nope'"):
         objective_for("nope")
-    # AZ-NAS aggregation: Σ log(rank/M), the best in every key scores 0, a NaN counts as the worst
-    scores = rank_aggregate([{"a": 1.0, "b": 3.0}, {"a": 2.0, "b": float("nan")}, {"a": 3.0, "b": 5.0}], ["a", "b"])
-    assert scores[2] == 0.0 and scores[0] == pytest.approx(math.log(1 / 3) + math.log(2 / 3))
-    assert scores[1] == pytest.approx(math.log(2 / 3) + math.log(1 / 3))

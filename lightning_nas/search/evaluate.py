@@ -122,7 +122,7 @@ class ArchEvaluator:
         """α(α̂) for this evaluator's task."""
         return self.task.materialise(hl, cells)
 
-    def _probe_network(self, arch: Arch, task_network):
+    def probe_network(self, arch: Arch, task_network):
         """The network the proxy runs on: the task's own when its input and head match the probe's."""
         t, p = self.task, self._probe_task
         if (t.in_channels, t.dims, t.dense) == (p.in_channels, p.dims, False) and t.num_classes >= p.num_classes:
@@ -153,7 +153,7 @@ class ArchEvaluator:
             return Evaluation("unscored", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, **hw)
         try:
-            values, problems = evaluate_proxies(self._probe_network(arch, model), self.probe.x, self.probe.y,
+            values, problems = evaluate_proxies(self.probe_network(arch, model), self.probe.x, self.probe.y,
                                                 self._objective.proxies)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],

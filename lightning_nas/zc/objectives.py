@@ -10,9 +10,9 @@ so every stage that scores an architecture scores it the same way. Two kinds:
   networks is *rejected* (status ``rejected``), never chosen. The range comes from trained ground truth
   (``data/graphnet_digits``, :func:`trainable_range`), not from one architecture.
 - **rank aggregations** — scale-invariant scores of a *population* (AZ-NAS's ``Σ_k log(rank_k / M)``, Jeong et al.
-  CVPR 2024): :func:`rank_aggregate` ranks candidates by each proxy and sums the log-ranks. They compare candidates
-  with each other, so they rank a finished pool (``generate``'s candidates, the tables of
-  ``benchmarks/objectives.py``) rather than score one network alone.
+  CVPR 2024): :func:`lightning_nas.zc.az_nas.az_nas_aggregate` ranks candidates by each key and sums the
+  log-ranks. They compare candidates with each other, so they rank a finished pool (``generate``'s candidates, a
+  table of objectives) rather than score one network alone.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from scipy.stats import rankdata
 
 BASE_OBJECTIVES = ("tcet", "naswot", "tcet_mean", "snip_ssnr", "zico", "zen")
 OBJECTIVES = (*BASE_OBJECTIVES, *(f"guarded_{name}" for name in BASE_OBJECTIVES))
@@ -104,19 +102,6 @@ def shipped_range() -> TrainableRange:
                                 "trainable=TrainableRange(lo, hi)")
     info = json.loads(path.read_text())
     return TrainableRange(float(info["lo"]), float(info["hi"]), str(info.get("source", path.name)))
-
-
-def rank_aggregate(rows: Sequence[Mapping[str, float]], keys: Sequence[str]) -> list[float]:
-    """AZ-NAS's aggregation over a pool: ``Σ_k log(rank_k / M)`` with ``rank_k`` the ascending rank (1 = worst, ties
-    averaged) of each row by proxy ``k``; NaN/None count as the worst. Higher is better, 0 the best possible."""
-    m = len(rows)
-    total = [0.0] * m
-    for key in keys:
-        column = [r.get(key) for r in rows]
-        column = [v if v is not None and math.isfinite(v) else -math.inf for v in column]
-        for i, rank in enumerate(rankdata(column)):
-            total[i] += math.log(rank / m)
-    return total
 
 
 def trainable_range(grad_norms: Sequence[float], accuracies: Sequence[float], floor: float,
