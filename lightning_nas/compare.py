@@ -1,7 +1,9 @@
 """Found vs alternatives: does the search pay? The run's generated architecture against the hand-picked default, the
-best of an equal number of random architectures within the same budget, and Evo(T-CET)'s pick after the same number
-of proxy evaluations — all trained and tested with identical settings (the run's resolved evaluate config, the same
-epochs and seeds), reported with params, MACs, T-CET and the test metric over the seeds.
+best of an equal number of random architectures within the same budget by the run's objective (generate's, e.g.
+T-CET), uniform random architectures within the budget with no proxy at all (the plain null: ``NO_PROXY_DRAWS``
+draws, each trained once), and Evo(objective)'s pick after the same number of proxy evaluations — all trained and
+tested with identical settings (the run's resolved evaluate config, the same epochs and seeds), reported with params,
+MACs, the objective's score and the test metric over the seeds.
 
 What is equal: the budget and task (``<workdir>/generate/metrics.json``), the number of proxy evaluations the
 alternatives get (the generate stage's ``candidates``: random draws within budget for "random", evolution
@@ -33,7 +35,9 @@ from .stages import RunDir
 from .studies import graphnet_cell
 from .zc.vector import Probe
 
-NAMES = ("found", "hand-picked", "random", "evo")
+NAMES = ("found", "hand-picked", "random", "random-no-proxy", "evo")
+NO_PROXY_DRAWS = 5
+"""Uniform random architectures within budget in the ``random-no-proxy`` row (each trained once, seeds in turn)."""
 
 
 def _evaluator(workdir: Path) -> tuple[ArchEvaluator, int]:
@@ -42,19 +46,23 @@ def _evaluator(workdir: Path) -> tuple[ArchEvaluator, int]:
     with Archive(RunDir(workdir).archive, create=False) as archive:
         probe = Probe.from_archive(archive)
     limits = Budget("compare", budget.get("params"), budget.get("macs"), budget.get("flops"))
-    return ArchEvaluator(probe, limits, "tcet", Task.from_json(generated["task"])), int(generated["candidates"])
+    objective = generated.get("objective") or "tcet"  # a generate run from before objectives were recorded: T-CET
+    return ArchEvaluator(probe, limits, objective, Task.from_json(generated["task"])), int(generated["candidates"])
 
 
-def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print) -> dict[str, Arch]:
-    """The four architectures, each for the run's task (see the module docstring)."""
+def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print,
+                 draws: int = NO_PROXY_DRAWS) -> dict[str, Arch | list[Arch]]:
+    """The architectures of each row, for the run's task (see the module docstring): one per name, a list of
+    ``draws`` for ``random-no-proxy`` (left out with 0)."""
     evaluator, n = _evaluator(workdir)
+    objective = evaluator.objective
     task = evaluator.task
     hand = Arch.load(hand_picked)
     archs = {"found": Arch.load(workdir / "generate" / "arch.json"),
              "hand-picked": dataclasses.replace(hand, task=task)}  # as designed, trained on the run's task
     rng = random.Random(f"compare-random:{seed}")
     best, top = None, float("-inf")
-    for _ in range(n):  # n random architectures within the budget, the best by T-CET
+    for _ in range(n):  # n random architectures within the budget, the best by the objective
         child, _ = random_within_budget(rng, 1, graphnet_cell, 128, evaluator)
         arch = evaluator.materialise(child.hl, child.cells)
         evaluation = evaluator(arch)
@@ -63,17 +71,23 @@ def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print) -> 
     if best is None:
         raise RuntimeError(f"compare: none of {n} random architectures within the budget could be scored")
     archs["random"] = best
+    budget_only = ArchEvaluator(evaluator.probe, evaluator.budget, None, task)  # the budget check, no proxy
+    rng = random.Random(f"compare-random-no-proxy:{seed}")
+    if draws:
+        children = [random_within_budget(rng, 1, graphnet_cell, 128, budget_only)[0] for _ in range(draws)]
+        archs["random-no-proxy"] = [budget_only.materialise(child.hl, child.cells) for child in children]
     search = workdir / "pipeline" / "search.yaml"  # α₀ as the run's search started (one cluster: GraphNet cells)
     search = yaml.safe_load(search.read_text()) if search.is_file() else {}
     initial = tuple((0, c, s, r) for _, c, s, r in search.get("initial", HLEvoConfig.initial))
     evo = HLEvoConfig(population=max(2, min(16, n // 2)), iterations=n - 1, seed=seed, initial=initial,
                       initial_final_channels=search.get("initial_final_channels", 128), two_phase=False)
     with tempfile.TemporaryDirectory() as tmp, Archive(Path(tmp) / "evo.sqlite", op_set="graphnet") as study:
-        state = hl_evo(evo, evaluator, graphnet_cell, 1, study, "evo", method="Evo(T-CET)")
+        state = hl_evo(evo, evaluator, graphnet_cell, 1, study, "evo", method=f"Evo({objective})")
     if state.best is None:
-        raise RuntimeError(f"compare: Evo(T-CET) scored no architecture in {n} evaluations")
+        raise RuntimeError(f"compare: Evo({objective}) scored no architecture in {n} evaluations")
     archs["evo"] = evaluator.materialise(state.best[0].hl, state.best[0].cells)
-    log(f"[compare] alternatives ready: {n} random draws within budget, Evo(T-CET) over {n} evaluations")
+    log(f"[compare] alternatives ready: {n} random draws within budget, {draws} with no proxy, "
+        f"Evo({objective}) over {n} evaluations")
     return archs
 
 
@@ -113,9 +127,11 @@ def train_and_test(base: dict, arch: Arch, seed: int, root: Path, name: str) -> 
 
 
 def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: list[int], epochs: int | None = None,
-                          log=print) -> list[dict]:
-    """Train the four architectures of :func:`alternatives` with the run's evaluate settings (``epochs`` overrides
-    its max_epochs, for all alike) for each seed; rows as the contract of ``report/found_vs_alternatives.json``."""
+                          log=print, draws: int = NO_PROXY_DRAWS) -> list[dict]:
+    """Train the architectures of :func:`alternatives` with the run's evaluate settings (``epochs`` overrides its
+    max_epochs, for all alike) for each seed (the no-proxy draws once each); rows as the contract of
+    ``report/found_vs_alternatives.json`` (a ``random-no-proxy`` row averages its draws: mean params, MACs, score
+    and test metric, median ‖∇θL‖)."""
     workdir = Path(workdir)
     config = workdir / "pipeline" / "evaluate.yaml"
     if not config.is_file():
@@ -124,18 +140,33 @@ def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: l
     if epochs is not None:
         base.setdefault("trainer", {})["max_epochs"] = epochs
     evaluator, _ = _evaluator(workdir)
-    unbounded = ArchEvaluator(evaluator.probe, Budget("any"), "tcet", evaluator.task)  # T-CET of an over-budget arch
+    # the objective of an over-budget arch (the hand-picked one)
+    unbounded = ArchEvaluator(evaluator.probe, Budget("any"), evaluator.objective, evaluator.task)
     rows = []
-    for name, arch in alternatives(workdir, Path(hand_picked), seeds[0], log).items():
-        evaluation = evaluator(arch)
-        tcet = evaluation.score if evaluation.status != "over_budget" else unbounded(arch).score
+    for name, found in alternatives(workdir, Path(hand_picked), seeds[0], log, draws).items():
+        # one architecture trained with every seed, or (random-no-proxy) draw i trained once with seed i mod |seeds|
+        runs = [(arch, seed, f"{name}-s{seed}") for arch in [found] for seed in seeds] if isinstance(found, Arch) \
+            else [(arch, seeds[i % len(seeds)], f"{name}-d{i}-s{seeds[i % len(seeds)]}") for i, arch in
+                  enumerate(found)]
+        archs = [found] if isinstance(found, Arch) else list(found)
+        evaluations = [evaluator(arch) for arch in archs]
+        scores = [e.score if e.status != "over_budget" else unbounded(arch).score
+                  for arch, e in zip(archs, evaluations, strict=True)]
         start = time.perf_counter()
-        metrics = [train_and_test(base, arch, seed, workdir / "report" / "compare" / f"{name}-s{seed}",
-                                  f"compare-{name}-s{seed}") for seed in seeds]
-        rows.append({"name": name, "params": evaluation.params, "macs": evaluation.macs, "tcet": tcet,
-                     "within_budget": evaluation.status != "over_budget",
-                     "grad_norm_at_init": init_grad_norm(arch, evaluator.task, seeds[0]),
-                     "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics, "spec": arch.to_json(),
+        metrics = [train_and_test(base, arch, seed, workdir / "report" / "compare" / tag, f"compare-{tag}")
+                   for arch, seed, tag in runs]
+        grads = [init_grad_norm(arch, evaluator.task, seeds[0]) for arch in archs]
+        rows.append({"name": name, "objective": evaluator.objective, "draws": len(archs),
+                     "params": statistics.mean(e.params for e in evaluations),
+                     "macs": statistics.mean(e.macs for e in evaluations),
+                     "score": statistics.mean(scores) if None not in scores else None,
+                     "tcet": (statistics.mean(scores) if None not in scores else None)
+                     if evaluator.objective == "tcet" else None,
+                     "within_budget": all(e.status != "over_budget" for e in evaluations),
+                     "grad_norm_at_init": statistics.median(grads),
+                     "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics,
+                     "train_seeds": [seed for _, seed, _ in runs],
+                     "spec": archs[0].to_json() if len(archs) == 1 else [a.to_json() for a in archs],
                      "seconds": round(time.perf_counter() - start, 1)})
-        log(f"[compare] {name}: test {statistics.mean(metrics):.4f} over seeds {seeds}")
+        log(f"[compare] {name}: test {statistics.mean(metrics):.4f} over {len(runs)} training(s)")
     return rows

@@ -19,14 +19,16 @@ trained; every budget is checked on it and ``arch.json`` carries it.
    clusters' sizes);
 2. ``candidates`` full architectures: candidate i takes HL architecture i mod ``sequences`` and draws every stage's
    cell from its cluster with the CCNF (at the cluster mean, temperature τ; Eq. 9);
-3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with T-CET
-   on the archive's probe batch; the best is the result —
-4. or, with ``select.top_n`` > 0 (the paper's final selection, Table 2: N = 10), the ``top_n`` best by T-CET are
+3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with the
+   ``objective`` (by default the one the run's search maximised, ``<workdir>/search/metrics.json``; the paper's is
+   T-CET, :mod:`lightning_nas.zc.objectives`) on the archive's probe batch; the best is the result —
+4. or, with ``select.top_n`` > 0 (the paper's final selection, Table 2: N = 10), the ``top_n`` best by it are
    trained for ``select.epochs`` on the task's training split with ``select.config`` (an evaluate config) and the
    best by validation metric is the result (:mod:`lightning_nas.select`; ``selection.json`` lists them).
 
 Writes ``<out>/arch.json`` (the winner's spec), ``arch.png`` (its stages and cells), ``candidates.jsonl`` (every
-candidate's HL spec, cost, status and T-CET) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``tcet``,
+candidate's HL spec, cost, status and score) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``objective``,
+``score`` — and ``tcet``, the same number, when the objective is T-CET —
 ``zc_evaluations``, ``seconds`` and the split of the time, ``budget_satisfaction``: the share of candidates within
 budget). The same seed and config give the same ``arch.json``.
 """
@@ -58,6 +60,7 @@ from .space.network import task_network
 from .space.task import Task
 from .stages import RunDir
 from .tracking import log_stage
+from .zc.objectives import DEFAULT_OBJECTIVE, objective_for
 from .zc.vector import Probe
 
 GENERATE_OUTPUTS = ("arch.json", "arch.png", "hl_arch.json", "selection.json", "metrics.json", "candidates.jsonl")
@@ -104,7 +107,8 @@ class GenerateConfig:
     """Settings of the ``generate`` stage.
 
     Args:
-        workdir: run directory (its archive's probe scores T-CET; outputs under ``<workdir>/generate`` unless ``out``).
+        workdir: run directory (its archive's probe scores the objective; outputs under ``<workdir>/generate`` unless
+            ``out``).
         sg, gvae, ccnf, clusters: trained artifacts (defaults under ``workdir``).
         budget: ``{params, macs, flops, latency_ms, energy_mj}`` limits; latency (ms, batch 1) and energy (mJ) are
             on ``device``.
@@ -118,6 +122,8 @@ class GenerateConfig:
         unseen_task: ``drop`` (warn and prompt the SG without task tokens) or ``error`` when the SG was never
             trained on a task like this one.
         candidates: full architectures generated and (if within budget) scored — N of the paper's selection.
+        objective: what ranks them (:data:`lightning_nas.zc.objectives.OBJECTIVES`); ``null``: the objective of the
+            run's search (its ``metrics.json``), or the project's default when the run has none recorded.
         sequences: HL architectures decoded by the SG (beam width); candidates cycle through them.
         budget_guide, guide_quantile: budget-guided decoding for a params budget (step 1) and its cell quantile.
         temperature: CCNF τ around the cluster mean.
@@ -143,6 +149,7 @@ class GenerateConfig:
     task: str | dict | None = None
     unseen_task: Literal["drop", "error"] = "drop"
     candidates: int = 100
+    objective: str | None = None
     sequences: int = 4
     budget_guide: bool = True
     guide_quantile: float = 0.9
@@ -175,6 +182,8 @@ class GenerateConfig:
                              "(workers: 1, devices: 0) or judge latency on a HW-NAS-Bench device")
         if self.task is not None:
             self.task = Task.resolve(self.task).to_json()
+        if self.objective is not None:
+            objective_for(self.objective)  # an unknown name: its clear error before anything loads
 
 
 @dataclass
@@ -403,6 +412,25 @@ def hardware_params_limit(records: list[dict], evaluator: ArchEvaluator, sample:
     return best
 
 
+def run_objective(run: RunDir) -> str:
+    """The objective the run's search maximised (``<workdir>/search/metrics.json``: its ``objective``, or for a search
+    written before that key, the name in its ``best_<objective>_<budget>`` keys), else the project's default."""
+    path = run.metrics("search")
+    if not path.is_file():
+        return DEFAULT_OBJECTIVE
+    metrics = json.loads(path.read_text())
+    if metrics.get("objective"):
+        return metrics["objective"]
+    budgets = [k.removeprefix("run_") for k in metrics if k.startswith("run_")]
+    for key in metrics:
+        for name in budgets:
+            if key.startswith("best_") and key.endswith(f"_{name}") and not key.startswith(("best_params_",
+                                                                                            "best_macs_",
+                                                                                            "best_latency_ms_")):
+                return key.removeprefix("best_").removesuffix(f"_{name}")
+    return DEFAULT_OBJECTIVE
+
+
 def run_generate(config: GenerateConfig) -> dict:
     """Load the artifacts of ``config.workdir``, generate, and write the outputs; returns the metrics (``{}`` on the
     ranks other than 0 of a job SLURM or torchrun started)."""
@@ -437,7 +465,8 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
         probe = Probe.from_archive(archive)
         task = Task.from_json(config.task) if config.task else Task.from_probe(probe)
         hardware = hardware_cost_for(config.device, task, workdir, archive) if budget.hardware else None
-        evaluator = ArchEvaluator(probe, budget, "tcet", task, hardware)
+        objective = config.objective or run_objective(run)
+        evaluator = ArchEvaluator(probe, budget, objective, task, hardware)
         implied = hardware_params_limit(archive.archs(stage="search"), evaluator) \
             if budget.hardware and config.budget_guide else None
         check_feasible(evaluator)  # an infeasible budget: one paragraph naming the smallest network's cost
@@ -458,7 +487,7 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
         for (hl, _, e), origin in zip(result.candidates, result.origins, strict=True):
             f.write(json.dumps({"hl_spec": hl.to_json(), "origin": origin, **e.to_json()}) + "\n")
     metrics = {
-        "budget": asdict(b), "task": task.to_json(), "seed": config.seed,
+        "budget": asdict(b), "task": task.to_json(), "seed": config.seed, "objective": objective,
         "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
         "budget_satisfaction": result.within_budget / config.candidates,
         "answer": result.answer, **({"fallback": result.fallback} if result.fallback else {}),
@@ -472,7 +501,8 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
         start_select = time.perf_counter()
         trained = train_candidates([result.candidates[i][1] for i in ranked], config.select, out / "select")
         chosen = ranked[best_index(trained)]
-        selection = [{"candidate": i, "tcet": result.candidates[i][2].score, "params": result.candidates[i][2].params,
+        selection = [{"candidate": i, "objective": objective, "score": result.candidates[i][2].score,
+                      "params": result.candidates[i][2].params,
                       "macs": result.candidates[i][2].macs, **t} for i, t in zip(ranked, trained, strict=True)]
         (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
         metrics.update({"trained_candidates": len(ranked), "selected_rank": ranked.index(chosen) + 1,
@@ -481,11 +511,12 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     hl, arch, best = result.candidates[chosen]
     arch.save(out / "arch.json")
     (out / "hl_arch.json").write_text(json.dumps(hl.to_json(), indent=2) + "\n")
-    tcet = "unscored" if best.score is None else f"T-CET {best.score:.4g}"
-    draw_arch(arch, out / "arch.png", hl, f"{tcet} ({result.answer}), {best.params / 1e6:.3g}M params, "
+    scored = "unscored" if best.score is None else f"{objective} {best.score:.4g}"
+    draw_arch(arch, out / "arch.png", hl, f"{scored} ({result.answer}), {best.params / 1e6:.3g}M params, "
                                           f"{best.macs / 1e6:.3g}M MACs ({task.name}: {task.num_classes} outputs, "
                                           f"input {'×'.join(map(str, task.input_shape))})")
-    metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "tcet": best.score,
+    metrics.update({"params": best.params, "macs": best.macs, "flops": best.flops, "score": best.score,
+                    "tcet": best.score if objective == "tcet" else None,
                     "arch": str(out / "arch.json")})
     if budget.hardware:
         metrics.update({"device": config.device, "latency_ms_predicted": best.latency_ms,  # with the safety margin

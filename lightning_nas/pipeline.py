@@ -58,6 +58,9 @@ class PipelineConfig:
         stages: per stage (all eight, or those up to ``until``), ``{config: <YAML of the stage, or a list of YAMLs
             merged in order (e.g. a task and a training recipe)>, set: {dotted.key: value}}`` (``${workdir}`` in a
             value: the run directory).
+        objective: one search objective for the whole chain (:data:`lightning_nas.zc.objectives.OBJECTIVES`): the
+            ``objective`` of the search and generate stages (the SG learns from that search's history, and the
+            report's comparison ranks by what generate ranked by); ``null`` leaves each stage's own setting.
         until: stop after this stage (default: run all).
         wandb: log the summary run to W&B (the stages log through their own configs).
     """
@@ -65,10 +68,15 @@ class PipelineConfig:
     workdir: str = "runs/demo"
     rewrite: str = "runs/tiny"
     stages: dict[str, dict] = field(default_factory=dict)
+    objective: str | None = None
     until: str | None = None
     wandb: bool = True
 
     def __post_init__(self):
+        if self.objective is not None:
+            from .zc.objectives import objective_for
+
+            objective_for(self.objective)
         if self.until is not None and self.until not in STAGES:
             raise ValueError(f"until: {self.until!r}; choose from {', '.join(STAGES)}")
         chain = list(STAGES)[: list(STAGES).index(self.until) + 1] if self.until else list(STAGES)
@@ -89,10 +97,15 @@ def _config_paths(spec: dict) -> list[str]:
     return [spec["config"]] if isinstance(spec["config"], str) else list(spec["config"])
 
 
-def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
+OBJECTIVE_STAGES = ("search", "generate")
+"""The stages whose ``objective`` the pipeline's ``objective`` sets."""
+
+
+def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str, objective: str | None = None) -> dict:
     """The settings a stage runs with (OmegaConf): its YAML files merged in order, re-rooted at ``workdir`` (every
     path value starting with ``rewrite``), then the ``set`` overrides applied as dotted keys (``a.b.c``; a list item
-    by its index, ``trainer.callbacks.0.init_args.dirpath``), with ``${workdir}`` interpolated."""
+    by its index, ``trainer.callbacks.0.init_args.dirpath``), with ``${workdir}`` interpolated; ``objective`` (the
+    pipeline's) replaces the stage's own for :data:`OBJECTIVE_STAGES`."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -110,6 +123,8 @@ def resolve_stage(name: str, spec: dict, workdir: str, rewrite: str) -> dict:
                          "trainer.callbacks.0.init_args.dirpath)") from None
     if STAGES[name][0] == "stage":
         resolved["workdir"] = workdir
+    if objective is not None and name in OBJECTIVE_STAGES:
+        resolved["objective"] = objective
     return resolved
 
 
@@ -182,7 +197,7 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
 
     summary, upstream, dirty = {}, "", False
     for name in STAGES:
-        settings = resolve_stage(name, config.stages[name], config.workdir, config.rewrite)
+        settings = resolve_stage(name, config.stages[name], config.workdir, config.rewrite, config.objective)
         text = yaml.safe_dump(settings, sort_keys=True)
         fingerprint = _digest(upstream + yaml.safe_dump({k: v for k, v in settings.items() if k not in UNTRACKED},
                                                         sort_keys=True))
@@ -238,7 +253,8 @@ def run_pipeline(config: PipelineConfig, log=print) -> dict:
     generated, evaluated = run.metrics("generate"), run.metrics("evaluate")
     if "generate" in summary and generated.is_file():
         g = json.loads(generated.read_text())
-        result["architecture"] = {k: g.get(k) for k in ("arch", "params", "macs", "flops", "tcet", "zc_evaluations")}
+        result["architecture"] = {k: g.get(k) for k in ("arch", "params", "macs", "flops", "objective", "score", "tcet",
+                                                       "zc_evaluations")}
     if "evaluate" in summary and evaluated.is_file():
         e = json.loads(evaluated.read_text())
         result["evaluation"] = {k: e.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}

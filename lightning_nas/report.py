@@ -48,7 +48,9 @@ class ReportConfig:
         table2_budget_params: a params-only budget (default: the run's first search budget with all its limits,
             else 1M params).
         compare_seeds: training seeds of "found vs alternatives" (:mod:`lightning_nas.compare`; [] leaves it out).
-        compare_epochs: their training epochs (default: the run's evaluate config's; the same for all four).
+        compare_epochs: their training epochs (default: the run's evaluate config's; the same for all).
+        compare_draws: uniform random architectures within budget (no proxy) in its ``random-no-proxy`` row, each
+            trained once (seeds in turn).
         hand_picked: the hand-picked architecture to compare with.
         latent_points: cells on the latent map.
         latency: the "accuracy and latency on this machine" section (host measurements, a few minutes the first
@@ -66,6 +68,7 @@ class ReportConfig:
     table2_budget_params: float | None = None
     compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     compare_epochs: int | None = None
+    compare_draws: int = 5
     hand_picked: str = "configs/archs/digits.json"
     latent_points: int = 800
     latency: bool = True
@@ -180,7 +183,8 @@ def _final_section(report: _Report, w: Path) -> None:
         text += (f"Generated for budget {budget} (task {task.get('name')}: {task.get('num_classes')} outputs, input "
                  f"{task.get('in_channels')}×{'×'.join(map(str, task.get('input_size') or []))}): "
                  f"**{generated.get('params', 0) / 1e6:.3f} M params, {generated.get('macs', 0) / 1e6:.1f} M MACs**, "
-                 f"T-CET {_fmt(generated.get('tcet'))}, from {generated.get('candidates')} candidates "
+                 f"{generated.get('objective') or 'T-CET'} {_fmt(generated.get('score', generated.get('tcet')))}, "
+                 f"from {generated.get('candidates')} candidates "
                  f"({generated.get('zc_evaluations')} ZC evaluations, {_fmt(generated.get('seconds'))} s). "
                  "Spec: `generate/arch.json`.\n\n")
     else:
@@ -343,32 +347,39 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
     if not all(p.is_file() for p in needed):
         return "Needs the generate and evaluate stages."
     key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
+           "draws": config.compare_draws,
            # the archive is written all the time (host latencies, layer timings): its probe and labels are the zc
            # stage's, which its metrics.json fingerprints
            "artifacts": _fingerprint(*needed, RunDir(w).metrics("zc"), Path(config.hand_picked))}
     out, key_file = RunDir(w).report / "found_vs_alternatives.json", RunDir(w).report / "found_vs_alternatives.key.json"
     if config.refresh or not out.is_file() or _json(key_file) != key:
-        rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log)
+        rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log,
+                                     config.compare_draws)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows, indent=1, default=float))
         key_file.write_text(json.dumps(key))
     rows = json.loads(out.read_text())
     evaluate = yaml.safe_load((RunDir(w).pipeline / "evaluate.yaml").read_text())
     epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
-    table = ("| architecture | params (M) | MACs (M) | within budget | T-CET | ‖∇θL‖ at init | test metric, mean | "
-             "per seed |\n|---|---|---|---|---|---|---|---|\n")
+    objective = next((r.get("objective") for r in rows if r.get("objective")), "tcet")
+    table = (f"| architecture | params (M) | MACs (M) | within budget | {objective} | ‖∇θL‖ at init | "
+             "test metric, mean | per training |\n|---|---|---|---|---|---|---|---|\n")
     for r in rows:
-        table += (f"| {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | "
+        draws = f" (mean of {r['draws']} draws)" if r.get("draws", 1) > 1 else ""
+        table += (f"| {r['name']}{draws} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | "
                   f"{'yes' if r['within_budget'] else 'no'}"
-                  f" | {_fmt(r['tcet'])} | {_fmt(r.get('grad_norm_at_init'))} | **{r['test_metric_mean']:.4f}** | "
-                  f"{', '.join(f'{m:.4f}' for m in r['test_metrics'])} |\n")
-    return (table + f"\nAll four trained with the run's evaluate settings for {epochs} epochs, seeds "
-            f"{config.compare_seeds}, tested with the last weights. *random*: the best by T-CET of as many random "
-            "architectures within the budget as the generate stage scored candidates; *evo*: Evo(T-CET) in the "
-            "GraphNet space after that many evaluations; *hand-picked*: `" + config.hand_picked + "` as designed. "
-            "‖∇θL‖ at init: the gradient norm of each network before training (`lightning_nas.compare.init_grad_norm`)"
-            " — T-CET, a SNIP-based proxy, grows with gradient magnitude, so a search that maximises it can favour "
-            "badly conditioned networks that train slowly. Rows: `report/found_vs_alternatives.json`.")
+                  f" | {_fmt(r.get('score', r.get('tcet')))} | {_fmt(r.get('grad_norm_at_init'))} | "
+                  f"**{r['test_metric_mean']:.4f}** | {', '.join(f'{m:.4f}' for m in r['test_metrics'])} |\n")
+    return (table + f"\nAll trained with the run's evaluate settings for {epochs} epochs, seeds "
+            f"{config.compare_seeds}, tested with the last weights. *random*: the best by {objective} (the objective "
+            "generate ranked by) of as many random architectures within the budget as the generate stage scored "
+            "candidates; *random-no-proxy*: uniform random architectures within the budget, no proxy, each trained "
+            f"once (the plain null); *evo*: Evo({objective}) in the GraphNet space after that many evaluations; "
+            "*hand-picked*: `" + config.hand_picked + "` as designed. ‖∇θL‖ at init: the gradient norm of each "
+            "network before training (`lightning_nas.compare.init_grad_norm`; the median over draws) — SNIP-based "
+            "proxies such as T-CET grow with gradient magnitude, so a search that maximises them can favour badly "
+            "conditioned networks that train slowly (issue #29, `benchmarks/results/objectives.md`). Rows: "
+            "`report/found_vs_alternatives.json`.")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -428,12 +439,14 @@ def _latency(w: Path, config: ReportConfig, log) -> str:
                 history.append({"spec": r["spec"], "tcet": m["score"], "params": m["params"],
                                 "latency_ms": predicted["latency_ms"],
                                 "latency_ms_estimate": predicted["latency_ms_estimate"]})
-            specs = {r["name"]: r["spec"] for r in compared if r.get("spec")}
+            # one architecture per row (random-no-proxy's several draws have no single latency)
+            specs = {r["name"]: r["spec"] for r in compared if isinstance(r.get("spec"), dict)}
             if compared and not specs and config.compare_seeds:  # rows written before they carried specs:
                 from .compare import alternatives  # the same seeded draws give the same four architectures
 
                 specs = {name: arch.to_json() for name, arch in alternatives(w, Path(config.hand_picked),
-                                                                            config.compare_seeds[0], log).items()}
+                                                                            config.compare_seeds[0], log).items()
+                         if not isinstance(arch, list)}
             trained = [{"name": r["name"], "test_metric": r["test_metric_mean"],
                         "latency_ms": measure_arch(Arch.from_json(specs[r["name"]]), task, archive=archive).ms}
                        for r in compared if r["name"] in specs]
@@ -537,7 +550,8 @@ def write_report(config: ReportConfig, log=print) -> dict:
     result = {"report": str(path), "seconds": seconds, "settings": asdict(config)}
     generated, evaluated = _json(RunDir(w).metrics("generate")), _json(RunDir(w).metrics("evaluate"))
     if generated:  # the answer, last on the screen
-        result["architecture"] = {k: generated.get(k) for k in ("arch", "params", "macs", "flops", "tcet")}
+        result["architecture"] = {k: generated.get(k) for k in ("arch", "params", "macs", "flops", "objective",
+                                                                 "score", "tcet")}
     if evaluated:
         result["evaluation"] = {k: evaluated.get(k) for k in ("task", "test_metric_name", "test_metric", "epochs")}
     return result

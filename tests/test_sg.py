@@ -366,6 +366,7 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     from lightning_nas.cli import main as cli_main
     from lightning_nas.generate import GenerateConfig, run_generate
     from lightning_nas.space.arch import Arch
+    from lightning_nas.zc.objectives import DEFAULT_OBJECTIVE
 
     shutil.copy(history_archive, tmp_path / "archive.sqlite")
     write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
@@ -376,11 +377,12 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
     arch = Arch.load(tmp_path / "a" / "arch.json")
     model = build_network(arch, 3, 10)
     assert count_cost(model, (3, 32, 32))["params"] == metrics["params"] <= 250_000
-    assert metrics["tcet"] > 0 and 1 <= metrics["zc_evaluations"] <= 6 and metrics["seconds"] > 0
+    assert metrics["objective"] == DEFAULT_OBJECTIVE  # no search recorded one: the project's default
+    assert metrics["score"] > 0 and 1 <= metrics["zc_evaluations"] <= 6 and metrics["seconds"] > 0
     assert 0 < metrics["budget_satisfaction"] <= 1
     assert (tmp_path / "a" / "arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and max(r["score"] or 0 for r in rows) == metrics["tcet"]
+    assert len(rows) == 6 and max(r["score"] or 0 for r in rows) == metrics["score"]
     # the same seed and config through the CLI, the candidates scored across two ranks (gloo): the same candidates,
     # evaluations and arch.json; another task sizes the head
     cli_main(["generate", *[f"--{k}={v}" for k, v in common.items()], "--budget.params", "250k",
@@ -408,6 +410,43 @@ def test_generate_stage_end_to_end_within_budget_and_reproducible(history_archiv
         run_generate(GenerateConfig(**{**common, "clusters": str(tmp_path / "clusters3.json")}, budget={"params": 1e6}))
 
 
+def test_generate_ranks_by_the_objective_its_run_searched_with(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
+                                                              tmp_path):
+    """No ``objective``: the one ``search/metrics.json`` records (here NASWOT); an explicit one wins; the score is
+    the objective's value of the chosen network, recomputed here on the archive's probe."""
+    import torch
+
+    from lightning_nas.archive import Archive
+    from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.zc.proxies import evaluate_proxies
+    from lightning_nas.zc.vector import Probe
+
+    shutil.copy(history_archive, tmp_path / "archive.sqlite")
+    write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "metrics.json").write_text(json.dumps({"objective": "naswot"}))
+    common = dict(workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
+                  clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2, threads=1,
+                  budget={"params": "250k"})
+    metrics = run_generate(GenerateConfig(**common, out=str(tmp_path / "a")))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
+    assert metrics["objective"] == "naswot" and metrics["tcet"] is None
+    assert metrics["score"] == max(r["score"] for r in rows if r["status"] == "ok")
+    arch = Arch.load(tmp_path / "a" / "arch.json")
+    with Archive(tmp_path / "archive.sqlite", create=False) as archive:
+        probe = Probe.from_archive(archive)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(probe.seed)
+        model = build_network(arch, in_channels=probe.x.shape[1], num_classes=probe.num_classes)
+        values, _ = evaluate_proxies(model, probe.x, probe.y, ["naswot"])
+    assert values["naswot"] == pytest.approx(metrics["score"], rel=1e-6)
+    explicit = run_generate(GenerateConfig(**common, objective="tcet", out=str(tmp_path / "b")))
+    assert explicit["objective"] == "tcet" and explicit["tcet"] == explicit["score"] > 0
+    with pytest.raises(ValueError, match="objective: unknown 'T-CET'"):
+        GenerateConfig(**common, objective="T-CET")
+
+
 def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
                                                                     tmp_path):
     """select.top_n: the T-CET top 2 within budget are trained (digits, 1 epoch) and arch.json is the one with the
@@ -426,9 +465,10 @@ def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_arch
     selection = json.loads((tmp_path / "a" / "selection.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
     scores = sorted((r["score"] for r in rows if r["status"] == "ok"), reverse=True)
-    assert [s["tcet"] for s in selection] == scores[:2] and metrics["trained_candidates"] == 2
-    chosen = max(selection, key=lambda s: (s["val_metric"], s["tcet"]))  # ties: the better T-CET
-    assert metrics["tcet"] == chosen["tcet"] and metrics["selected_rank"] == selection.index(chosen) + 1
+    assert [s["score"] for s in selection] == scores[:2] and metrics["trained_candidates"] == 2
+    assert {s["objective"] for s in selection} == {metrics["objective"]}
+    chosen = max(selection, key=lambda s: (s["val_metric"], s["score"]))  # ties: the better score
+    assert metrics["score"] == chosen["score"] and metrics["selected_rank"] == selection.index(chosen) + 1
     arch = Arch.load(tmp_path / "a" / "arch.json")
     assert arch == Arch.load(tmp_path / "a" / "select" / f"candidate_{selection.index(chosen)}" / "arch.json")
     assert arch.task.name == "digits" and metrics["params"] <= 150_000 and metrics["macs"] <= 20e6

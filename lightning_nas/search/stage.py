@@ -40,6 +40,7 @@ from ..space.arch import Arch
 from ..space.task import Task
 from ..stages import RunDir
 from ..tracking import stage_run
+from ..zc.objectives import DEFAULT_OBJECTIVE, objective_for
 from ..zc.vector import Probe
 from .evaluate import ArchEvaluator, Budget
 from .hl_evo import HLEvoConfig, hl_evo, run_id
@@ -64,7 +65,9 @@ class SearchStageConfig:
         population, iterations, seed: Algorithm 1's N, T and the seed.
         initial: α₀'s stages ``[cluster, channels, stride, repeats]``; ``initial_final_channels`` its head width.
         temperature: τ of the CCNF when drawing a cell of a cluster.
-        objective: the proxy maximised (``tcet``).
+        objective: what HL-Evo maximises: a name of :data:`lightning_nas.zc.objectives.OBJECTIVES` (the project's
+            default :data:`~lightning_nas.zc.objectives.DEFAULT_OBJECTIVE`; ``tcet`` is the paper's) or another proxy
+            name; ``generate`` ranks its candidates by the same one unless told otherwise.
         batch: children scored together per generation (1: Algorithm 1 as written; see
             :mod:`lightning_nas.search.hl_evo`).
         workers, devices, num_nodes, strategy, threads: the processes (CPU workers, or GPUs per node), nodes,
@@ -88,7 +91,7 @@ class SearchStageConfig:
         default_factory=lambda: [[0, 8, 2, 1], [0, 16, 2, 1], [0, 32, 2, 1], [0, 64, 2, 1]])
     initial_final_channels: int | None = 128
     temperature: float = 0.4
-    objective: str = "tcet"
+    objective: str = DEFAULT_OBJECTIVE
     batch: int = 1
     workers: int = 1
     devices: int = 0
@@ -99,6 +102,7 @@ class SearchStageConfig:
     wandb: bool = False
 
     def __post_init__(self):
+        objective_for(self.objective)  # an unknown name: its clear error before anything runs
         if self.population < 1 or self.iterations < 0:
             raise ValueError(f"population ≥ 1 and iterations ≥ 0 needed (got {self.population}, {self.iterations})")
         if self.batch < 1 or self.workers < 1 or self.devices < 0 or self.num_nodes < 1:
@@ -354,6 +358,7 @@ def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, ru
         metrics[f"run_{budget.name}"] = run
     metrics["evals_per_s"] = round(new_iterations / max(wall, 1e-9), 3)  # iterations run by this invocation
     metrics["processes"] = config.processes
+    metrics["objective"] = config.objective  # generate ranks by the same objective unless told otherwise
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

@@ -81,11 +81,15 @@ def objective(name: str) -> Objective:
 def objective_for(name: str) -> Objective:
     """:func:`objective` for a name of :data:`OBJECTIVES`; any other proxy name of
     :func:`~.proxies.evaluate_proxies` (a baseline's, e.g. ``snip``) as an unguarded objective of its own."""
-    from .proxies import _parse
+    from .proxies import PROXIES, _parse
 
     if name in OBJECTIVES:
         return objective(name)
-    _parse([name])  # an unknown proxy: its clear error
+    try:
+        _parse([name])
+    except ValueError:
+        raise ValueError(f"objective: unknown {name!r}; choose from {', '.join(OBJECTIVES)} (or a proxy: "
+                         f"{', '.join(p for p in PROXIES if p not in OBJECTIVES)})") from None
     return Objective(name, name, False)
 
 
