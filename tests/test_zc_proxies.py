@@ -274,5 +274,5 @@ def test_guarded_objective_rejects_networks_outside_the_trainable_range():
     assert plain.status == wide.status == "ok" and wide.score == plain.score
     narrow = ArchEvaluator(probe, Budget("any"), "guarded_naswot", trainable=TrainableRange(0.0, 1e-9, "test"))(arch)
     assert narrow.status == "rejected" and narrow.score is None and "grad_norm" in narrow.reason
-    with pytest.raises(ValueError, match="unknown proxy 'nope'"):
+    with pytest.raises(ValueError, match="objective: unknown 'nope'"):
         objective_for("nope")
