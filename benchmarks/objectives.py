@@ -79,16 +79,10 @@ def _extend_one(task: tuple[int, str]) -> dict:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    out = []
-    for number, text in enumerate(path.read_text().splitlines(), 1):
-        if text.strip():
-            try:
-                out.append(json.loads(text))
-            except json.JSONDecodeError:
-                print(f"warning: {path}:{number} is not valid JSON (a killed write?); ignored", file=sys.stderr)
-    return out
+    """:func:`lightning_nas.datasets.files.read_jsonl`, or nothing for a file not written yet."""
+    from lightning_nas.datasets.files import read_jsonl as read
+
+    return read(path) if path.is_file() else []
 
 
 def nb201_base() -> dict[int, dict]:

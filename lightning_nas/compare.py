@@ -156,12 +156,11 @@ def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: l
         metrics = [train_and_test(base, arch, seed, workdir / "report" / "compare" / tag, f"compare-{tag}")
                    for arch, seed, tag in runs]
         grads = [init_grad_norm(arch, evaluator.task, seeds[0]) for arch in archs]
+        score = statistics.mean(scores) if None not in scores else None
         rows.append({"name": name, "objective": evaluator.objective, "draws": len(archs),
                      "params": statistics.mean(e.params for e in evaluations),
                      "macs": statistics.mean(e.macs for e in evaluations),
-                     "score": statistics.mean(scores) if None not in scores else None,
-                     "tcet": (statistics.mean(scores) if None not in scores else None)
-                     if evaluator.objective == "tcet" else None,
+                     "score": score, "tcet": score if evaluator.objective == "tcet" else None,
                      "within_budget": all(e.status != "over_budget" for e in evaluations),
                      "grad_norm_at_init": statistics.median(grads),
                      "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics,
