@@ -172,6 +172,22 @@ def test_stage_settings_are_merged_and_overridden_with_omegaconf():
                                "set": {"trainer.callbacks.init_args.every_n_epochs": 7}}, "runs/x", "runs/tiny")
 
 
+def test_the_pipeline_objective_sets_search_and_generate_only():
+    """One ``objective:`` for the chain: it replaces the search and generate stages' own, leaves the rest alone,
+    and an unknown name is refused before anything runs."""
+    spec = {"config": str(REPO / "configs/search/tiny.yaml"), "set": {}}
+    assert resolve_stage("search", spec, "runs/x", "runs/tiny")["objective"] == "tcet"  # the stage's own
+    assert resolve_stage("search", spec, "runs/x", "runs/tiny", "naswot")["objective"] == "naswot"
+    generate = {"config": str(REPO / "configs/generate/tiny.yaml"), "set": {}}
+    assert "objective" not in resolve_stage("generate", generate, "runs/x", "runs/tiny")  # null: follow the search
+    assert resolve_stage("generate", generate, "runs/x", "runs/tiny", "naswot")["objective"] == "naswot"
+    gvae = resolve_stage("gvae", {"config": str(REPO / "configs/gvae.yaml")}, "runs/x", "runs/tiny", "naswot")
+    assert "objective" not in gvae
+    stages = {k: {**v, "config": str(REPO / v["config"])} for k, v in MICRO.items()}
+    with pytest.raises(ValueError, match="objective: unknown 'T-CET'"):
+        PipelineConfig(stages=stages, objective="T-CET")
+
+
 def test_stage_runs_log_to_wandb_offline_and_not_when_disabled(tmp_path, monkeypatch):
     """The non-Lightning stages' W&B runs (lightning_nas.tracking): settings, numbers and pictures in an offline run;
     nothing at all with WANDB_MODE=disabled."""
