@@ -6,7 +6,7 @@ the last weights, no checkpoint selection), with the validation and test accurac
 the same run (the cosine schedule is the 15-epoch one's), and, measured before training on the same network:
 every proxy :func:`lightning_nas.zc.proxies.evaluate_proxies` knows (on the probe of ``configs/zc/tiny.yaml``: digits,
 seed 0, 32 images), the AZ-NAS components (Kaiming-initialised copy), ‖∇θL‖ at initialisation
-(:func:`lightning_nas.compare.init_grad_norm`) and the training loss after a few SGD steps (the training-speed
+(:func:`lightning_nas.zc.trainability.init_grad_norm`) and the training loss after a few SGD steps (the training-speed
 estimator of Ru et al. 2021: the summed loss of the first ``TSE_STEPS`` steps, and the mean of the last five).
 
 Groups (the plan is a pure function of the group, the index and the seed — any process makes the same architectures):
@@ -100,11 +100,11 @@ def measure(arch) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from lightning_nas.compare import init_grad_norm
     from lightning_nas.space.cost import count_cost
     from lightning_nas.space.network import build_network, task_network
     from lightning_nas.zc.az_nas import az_nas_components, kaiming_init_
     from lightning_nas.zc.proxies import evaluate_proxies
+    from lightning_nas.zc.trainability import init_grad_norm
     from lightning_nas.zc.vector import Probe
 
     probe = Probe.from_source("digits", seed=0, batch_size=32)

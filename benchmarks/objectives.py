@@ -33,6 +33,7 @@ the whole sample says little about the top. ``default`` marks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -48,6 +49,7 @@ sys.path.insert(0, str(REPO))
 DIGITS_ROWS = REPO / "data" / "graphnet_digits" / "rows.jsonl"
 NB201_ROWS = REPO / "benchmarks" / "results" / "nb201_proxies.jsonl"
 NB201_EXTRA = REPO / "benchmarks" / "results" / "objectives_nb201.jsonl"
+NB201_GUARD = REPO / "benchmarks" / "results" / "objectives_nb201_guard.jsonl"
 OUT = REPO / "benchmarks" / "results" / "objectives.md"
 EXTRA_PROXIES = ("tcet_mean", "grad_norm")
 NB201_PROBE = "digits"
@@ -78,6 +80,27 @@ def _extend_one(task: tuple[int, str]) -> dict:
         return {"row": row, "error": f"{type(e).__name__}: {e}"}
 
 
+def _guard_one(task: tuple[int, str]) -> dict:
+    """The guard's measure (:func:`~lightning_nas.zc.trainability.gradient_norm_at_init`) of a cell's α_x at the
+    probe's input shape."""
+    import torch
+
+    from lightning_nas import zc
+    from lightning_nas.space.nb201 import cell_from_nb201
+    from lightning_nas.zc.trainability import gradient_norm_at_init
+
+    torch.set_num_threads(1)
+    row, arch_str = task
+    try:
+        probe = zc.Probe.from_source(NB201_PROBE, seed=0, batch_size=64)
+        cell = cell_from_nb201(arch_str)
+        value = gradient_norm_at_init(lambda: zc.probe_network(cell, probe), tuple(probe.x.shape[1:]),
+                                      probe.num_classes)
+        return {"row": row, "grad_norm_at_init": value if math.isfinite(value) else None}
+    except Exception as e:  # noqa: BLE001 - recorded, retried on the next run
+        return {"row": row, "error": f"{type(e).__name__}: {e}"}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """:func:`lightning_nas.datasets.files.read_jsonl`, or nothing for a file not written yet."""
     from lightning_nas.datasets.files import read_jsonl as read
@@ -91,23 +114,28 @@ def nb201_base() -> dict[int, dict]:
 
 
 def extend(workers: int) -> None:
+    for out, one in ((NB201_EXTRA, _extend_one), (NB201_GUARD, _guard_one)):
+        _extend_file(out, one, workers)
+
+
+def _extend_file(out: Path, one, workers: int) -> None:
     base = nb201_base()
-    done = {line["row"] for line in read_jsonl(NB201_EXTRA) if "error" not in line}
+    done = {line["row"] for line in read_jsonl(out) if "error" not in line}
     todo = [(row, line["arch_str"]) for row, line in sorted(base.items()) if row not in done]
-    print(f"--extend: {len(base)} NB201 cells, {len(done)} done in {NB201_EXTRA.name}, {len(todo)} to evaluate "
+    print(f"--extend: {len(base)} NB201 cells, {len(done)} done in {out.name}, {len(todo)} to evaluate "
           f"with {workers} worker(s)", flush=True)
     if not todo:
         return
-    if NB201_EXTRA.is_file() and NB201_EXTRA.stat().st_size and not NB201_EXTRA.read_bytes().endswith(b"\n"):
-        with NB201_EXTRA.open("a") as f:
+    if out.is_file() and out.stat().st_size and not out.read_bytes().endswith(b"\n"):
+        with out.open("a") as f:
             f.write("\n")
     start = time.perf_counter()
-    with NB201_EXTRA.open("a") as f:
+    with out.open("a") as f:
         if workers <= 1:
-            results = map(_extend_one, todo)
+            results = map(one, todo)
         else:
             pool = mp.get_context("spawn").Pool(workers)
-            results = pool.imap_unordered(_extend_one, todo, chunksize=2)
+            results = pool.imap_unordered(one, todo, chunksize=2)
         for i, line in enumerate(results, 1):
             f.write(json.dumps(line, allow_nan=False) + "\n")
             f.flush()
@@ -131,6 +159,7 @@ def digits_records(path: Path = DIGITS_ROWS, budget: str = "500k") -> list[dict]
         first = rows[0]
         acc = {e: 100 * statistics.fmean(r[f"test_acc_{e}"] for r in rows) for e in (5, 15)}  # in %
         records.append({"proxies": dict(first["proxies"]), "az_nas": first["az_nas"],
+                        "grad_norm_at_init": first.get("grad_norm_at_init"),
                         "accuracy": {"graphnet-digits": acc[15], "graphnet-digits-e5": acc[5]},
                         "trainings": len(rows)})
     return records
@@ -154,15 +183,16 @@ def seed_noise(path: Path = DIGITS_ROWS) -> dict:
 def nb201_records() -> list[dict]:
     """The 1,000 NB201 cells with the proxies of both files (cells ``--extend`` has not reached yet are left out)."""
     extra = {line["row"]: line for line in read_jsonl(NB201_EXTRA) if "error" not in line}
+    guard = {line["row"]: line["grad_norm_at_init"] for line in read_jsonl(NB201_GUARD) if "error" not in line}
     records = []
     for row, line in nb201_base().items():
-        if row not in extra:
+        if row not in extra or row not in guard:
             continue
         v = line["values"]
         proxies = {"naswot": v["naswot"], "snip": v["snip"], "snip_ssnr": v["snip_ssnr_none"],
                    "tcet": v["tcet_log1p"], "zen": v["zen"], "zico": v["zico"], "params": v["params"],
                    "flops": v["flops"], **extra[row]["values"]}
-        records.append({"proxies": proxies, "az_nas": extra[row]["az_nas"],
+        records.append({"proxies": proxies, "az_nas": extra[row]["az_nas"], "grad_norm_at_init": guard[row],
                         "accuracy": {name: line[key] for name, key in NB201_SETS}})
     return records
 
@@ -172,13 +202,13 @@ def _pointwise(name: str, trainable):
     from lightning_nas.zc.objectives import objective_for
 
     if name == "-grad_norm":
-        return lambda p: -p["grad_norm"] if p.get("grad_norm") is not None else -math.inf
+        return lambda r: -r["proxies"]["grad_norm"] if r["proxies"].get("grad_norm") is not None else -math.inf
     obj = objective_for(name)
 
-    def score(p: dict) -> float:
-        if any(p.get(k) is None for k in obj.proxies):
+    def score(r: dict) -> float:
+        if any(r["proxies"].get(k) is None for k in obj.proxies) or (obj.guarded and r["grad_norm_at_init"] is None):
             return -math.inf
-        value, _ = obj.score(p, trainable)
+        value, _ = obj.score(r["proxies"], trainable, r["grad_norm_at_init"])
         return -math.inf if math.isnan(value) else value
 
     return score
@@ -206,7 +236,7 @@ def scores(name: str, records: list[dict], trainable) -> list[float]:
         comps = [{k: (r[field].get(k) if r[field].get(k) is not None else math.nan) for k in keys} for r in records]
         return az_nas_aggregate(comps, keys)
     f = _pointwise(name, trainable)
-    return [f(r["proxies"]) for r in records]
+    return [f(r) for r in records]
 
 
 def judge(values: list[float], accuracies: list[float], bootstrap: int, seed: int = 0) -> dict:
@@ -240,27 +270,32 @@ TRAINABLE_MARGIN = 0.03
 
 
 def measured_range(records: list[dict]):
-    """:class:`~lightning_nas.zc.objectives.TrainableRange` from GraphNet-digits: the ``grad_norm`` range of the
-    networks that train (15-epoch accuracy ≥ median − :data:`TRAINABLE_MARGIN`); the lower bound is 0 unless some
-    network that does not train lies below them (too flat a start)."""
-    from lightning_nas.zc.objectives import TrainableRange, trainable_range
+    """:class:`~lightning_nas.zc.trainability.TrainableRange` from GraphNet-digits: the ``grad_norm_at_init`` bounds
+    that best separate the networks that train (15-epoch accuracy ≥ median − :data:`TRAINABLE_MARGIN`) from those
+    that do not (:func:`~lightning_nas.zc.trainability.separating_range`)."""
+    from lightning_nas.zc.trainability import GUARD_MEASURE, separating_range
 
     acc = [r["accuracy"]["graphnet-digits"] for r in records]
-    grad = [r["proxies"].get("grad_norm") for r in records]
+    grad = [r["grad_norm_at_init"] for r in records]
     floor = statistics.median(acc) - 100 * TRAINABLE_MARGIN
-    found = trainable_range(grad, acc, floor)
-    below = [g for g, a in zip(grad, acc, strict=True) if a < floor and g is not None and g < found.lo]
-    lo = found.lo if below else 0.0
-    source = (f"data/graphnet_digits: grad_norm of the {sum(a >= floor for a in acc)} of {len(acc)} networks that "
-              f"reached {floor:.1f} % (median − {100 * TRAINABLE_MARGIN:.0f} points) after 15 epochs")
-    return TrainableRange(lo, found.hi, source), floor
+    trains = [a >= floor for a in acc]
+    found = separating_range(grad, trains)
+    admitted = [t for g, t in zip(grad, trains, strict=True) if g is not None and found.admits(g)]
+    source = (f"data/graphnet_digits: the {GUARD_MEASURE} bounds that best separate the {sum(trains)} of {len(acc)} "
+              f"networks that reached {floor:.1f} % (median − {100 * TRAINABLE_MARGIN:.0f} points) after 15 epochs "
+              f"from the rest; admits {sum(admitted)} of {sum(trains)} and {len(admitted) - sum(admitted)} of "
+              f"{len(acc) - sum(trains)}")
+    return dataclasses.replace(found, source=source), floor
 
 
 def write_range(trainable, floor: float, n: int) -> None:
     import subprocess
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    RANGE_FILE.write_text(json.dumps({"lo": trainable.lo, "hi": trainable.hi, "source": trainable.source,
+    from lightning_nas.zc.trainability import GUARD_MEASURE
+
+    RANGE_FILE.write_text(json.dumps({"measure": GUARD_MEASURE, "lo": trainable.lo, "hi": trainable.hi,
+                                      "source": trainable.source,
                                       "floor": floor, "networks": n, "commit": commit.strip()}, indent=2) + "\n")
     print(f"wrote {RANGE_FILE.relative_to(REPO)}: [{trainable.lo:.3g}, {trainable.hi:.3g}]")
 
@@ -343,7 +378,7 @@ def report(rows: list[dict], info: dict) -> str:
            f"{100 * noise['epoch_15']['sd_one_training']:.2f} points at 15 epochs, "
            f"{100 * noise['epoch_5']['sd_one_training']:.2f} at 5" if noise["pairs"] else "") + ".",
         f"- nb201-*: {info['nb201_cells']} random NAS-Bench-201 cells (α_x, digits probe), 200-epoch test accuracy.",
-        f"- Trainability guard (`guarded_*`, rejected networks rank last): grad_norm in "
+        f"- Trainability guard (`guarded_*`, rejected networks rank last): grad_norm_at_init in "
         f"[{info['trainable'].lo:.3g}, {info['trainable'].hi:.3g}] — {info['trainable'].source}.",
         "- Default rule (`default_by_rule`: the top-10 % mean accuracy as the gap to the best candidate per ground "
         "truth, half digits (5 and 15 epochs), half NB201 (three sets); pointwise objectives, baselines excluded; "

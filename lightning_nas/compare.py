@@ -29,10 +29,10 @@ from .search.evaluate import ArchEvaluator, Budget
 from .search.hl_evo import HLEvoConfig, hl_evo, random_within_budget
 from .select import training_config
 from .space.arch import Arch
-from .space.network import task_network
 from .space.task import Task
 from .stages import RunDir
 from .studies import graphnet_cell
+from .zc.trainability import init_grad_norm
 from .zc.vector import Probe
 
 NAMES = ("found", "hand-picked", "random", "random-no-proxy", "evo")
@@ -89,27 +89,6 @@ def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print,
     log(f"[compare] alternatives ready: {n} random draws within budget, {draws} with no proxy, "
         f"Evo({objective}) over {n} evaluations")
     return archs
-
-
-def init_grad_norm(arch: Arch, task: Task, seed: int = 0, batch: int = 16) -> float:
-    """‖∇θ L‖ of the task's network at initialisation: cross-entropy of a seeded Gaussian batch of the task's input
-    shape against seeded labels (dense tasks: the mean square of the outputs), train mode. A diagnostic of how
-    well-conditioned a network starts: SNIP-based
-    proxies such as T-CET grow with gradient magnitude, so a search that maximises them can favour networks whose
-    gradients explode (the demo's found network starts two orders of magnitude above the hand-picked one)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = task_network(task, arch).train()
-        x = torch.randn(batch, *task.input_shape)
-        y = torch.randint(0, task.num_classes, (batch,))
-        out = model(x)
-        loss = out.pow(2).mean() if task.dense else F.cross_entropy(out, y)  # dense heads: the outputs' scale
-        loss.backward()
-    grads = [p.grad.flatten() for p in model.parameters() if p.grad is not None]
-    return float(torch.cat(grads).norm())
 
 
 def train_and_test(base: dict, arch: Arch, seed: int, root: Path, name: str) -> float:

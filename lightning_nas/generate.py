@@ -339,7 +339,8 @@ def answer_within_budget(result: Generation, generator, evaluator: ArchEvaluator
         state = search_within_budget(evaluator, begin, new_cell, num_clusters, iterations, seed,
                                      evaluate_many=score_many)
         fallback.update({"search_iterations": iterations, "search_evaluations": state.evaluations,
-                         "search_over_budget": state.over_budget, "search_failed": state.failed})
+                         "search_over_budget": state.over_budget, "search_rejected": state.rejected,
+                         "search_failed": state.failed})
         if state.best is not None:
             found, _ = state.best
             arch = evaluator.materialise(found.hl, found.cells)
@@ -490,6 +491,7 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
         "budget": asdict(b), "task": task.to_json(), "seed": config.seed, "objective": objective,
         "candidates": config.candidates, "hl_archs": len(result.hl_archs), "budget_guide": config.budget_guide,
         "budget_satisfaction": result.within_budget / config.candidates,
+        "rejected": sum(e.status == "rejected" for _, _, e in result.candidates),
         "answer": result.answer, **({"fallback": result.fallback} if result.fallback else {}),
         "zc_evaluations": result.zc_evaluations, "trained_candidates": 0,
         "seconds": round(time.perf_counter() - start, 2),

@@ -376,10 +376,10 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
             "candidates; *random-no-proxy*: uniform random architectures within the budget, no proxy, each trained "
             f"once (the plain null); *evo*: Evo({objective}) in the GraphNet space after that many evaluations; "
             "*hand-picked*: `" + config.hand_picked + "` as designed. ‖∇θL‖ at init: the gradient norm of each "
-            "network before training (`lightning_nas.compare.init_grad_norm`; the median over draws) — SNIP-based "
-            "proxies such as T-CET grow with gradient magnitude, so a search that maximises them can favour badly "
-            "conditioned networks that train slowly (issue #29, `benchmarks/results/objectives.md`). Rows: "
-            "`report/found_vs_alternatives.json`.")
+            "network before training (`lightning_nas.zc.trainability.init_grad_norm`; the median over draws) — "
+            "SNIP-based proxies such as T-CET grow with gradient magnitude, so a search that maximises them can "
+            "favour badly conditioned networks that train slowly (issue #29, `benchmarks/results/objectives.md`). "
+            "Rows: `report/found_vs_alternatives.json`.")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -7,8 +7,8 @@ One JSON line per architecture: ``{"arch", "objective", "score", "status", "prox
 (:mod:`lightning_nas.zc.objectives`; default :data:`~lightning_nas.zc.objectives.DEFAULT_OBJECTIVE`), ``null`` with
 ``status`` ``rejected``/``failed`` and a ``reason`` when it has none. ``proxies`` are every proxy of
 :mod:`lightning_nas.zc.proxies` on the same probe network; ``grad_norm_at_init`` is
-:func:`lightning_nas.compare.init_grad_norm` on the task's network. Same inputs, same numbers, in any process of the
-same thread count.
+:func:`lightning_nas.zc.trainability.init_grad_norm` on the task's network (the guard's measure). Same inputs, same
+numbers, in any process of the same thread count.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ def score_archs(paths: list[str | Path], task: str = "digits", objective: str | 
     import torch
 
     from .archive import Archive
-    from .compare import init_grad_norm
     from .search.evaluate import ArchEvaluator, Budget
     from .space.arch import Arch
     from .space.network import task_network
@@ -38,6 +37,7 @@ def score_archs(paths: list[str | Path], task: str = "digits", objective: str | 
     from .stages import RunDir
     from .zc.objectives import DEFAULT_OBJECTIVE, objective_for, shipped_range
     from .zc.proxies import evaluate_proxies
+    from .zc.trainability import init_grad_norm
     from .zc.vector import Probe
 
     objective = objective or DEFAULT_OBJECTIVE
@@ -62,11 +62,12 @@ def score_archs(paths: list[str | Path], task: str = "digits", objective: str | 
                 torch.manual_seed(probe.seed)
                 network = evaluator.probe_network(arch, task_network(the_task, arch))
             values, _ = evaluate_proxies(network, probe.x, probe.y, PROXY_NAMES)
-            score, rejection = goal.score(values, trainable) if trainable else goal.score(values)
+            guard = init_grad_norm(arch, the_task)
+            score, rejection = goal.score(values, trainable, guard) if trainable else goal.score(values)
             ok = not rejection and math.isfinite(score)
             row.update({"score": score if ok else None, "status": "ok" if ok else "rejected" if rejection else "failed",
                         "proxies": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
-                        "grad_norm_at_init": init_grad_norm(arch, the_task, 0)})
+                        "grad_norm_at_init": guard})
             evaluation = dataclasses.replace(evaluation, reason=rejection or ("" if ok else "non-finite score"))
         if evaluation.reason:
             row["reason"] = evaluation.reason

@@ -355,3 +355,29 @@ def test_a_two_rank_search_with_two_budgets_equals_two_one_rank_searches(tiny_ar
         assert not (workdir / "search" / "shards").exists() or not list((workdir / "search" / "shards").iterdir())
     assert len(histories["two"]) == 2 and all(len(h) == 4 for h in histories["two"].values())
     assert histories["two"] == histories["one"]
+
+
+def test_a_rejected_initial_architecture_is_redrawn_and_rejections_are_counted_apart(probe, tmp_path):
+    """#29: a guarded objective that refuses α₀ used to stop the search ("the initial architecture is over budget or
+    failed"); the search now redraws random in-budget architectures until one is admitted, and counts rejections
+    apart from failures."""
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.zc.trainability import TrainableRange, init_grad_norm
+
+    config = HLEvoConfig(population=4, iterations=12, seed=0)
+    evaluator = ArchEvaluator(probe, Budget("150k", max_params=150_000), "guarded_naswot",
+                              trainable=TrainableRange(0.0, 1e12))
+    with Archive(tmp_path / "a.sqlite", op_set="graphnet") as archive:
+        hl_evo(HLEvoConfig(population=4, iterations=0, seed=0), evaluator, gen_cell, 3, archive, "alpha0")
+        g0 = init_grad_norm(Arch.from_json(archive.archs(run="alpha0")[0]["spec"]), evaluator.task)
+        evaluator.trainable = TrainableRange(0.0, 0.9 * g0, "test")  # α₀ just outside
+        state = hl_evo(config, evaluator, gen_cell, 3, archive, "run")
+        rows = archive.archs(stage="search", run="run")
+    statuses = [r["metrics"]["status"] for r in rows]
+    assert statuses[0] == "rejected" and "grad_norm_at_init" in rows[0]["metrics"]["reason"]
+    assert state.rejected == statuses.count("rejected") >= 1 and state.failed == statuses.count("failed")
+    assert state.evaluations == statuses.count("ok") >= 1 and state.best is not None
+    first_ok = statuses.index("ok")
+    assert all(r["metrics"]["changes"][0] == "redraw" for r in rows[1:first_ok + 1])  # redraws until admitted
+    assert all(init_grad_norm(Arch.from_json(r["spec"]), evaluator.task) <= 0.9 * g0 for r in rows
+               if r["metrics"]["status"] == "ok")

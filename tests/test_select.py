@@ -58,10 +58,10 @@ def test_select_settings_are_checked_where_they_enter(tmp_path):
 def test_init_grad_norm_is_seeded_and_separates_a_badly_conditioned_network():
     """The found-vs-alternatives diagnostic: the same network and seed give the same norm; a deep stack of dense
     mbconv cells (what T-CET rewards, #20) starts with a much larger gradient than the hand-picked digits network."""
-    from lightning_nas.compare import init_grad_norm
     from lightning_nas.space import Cell
     from lightning_nas.space.arch import Arch, Stage
     from lightning_nas.space.task import Task
+    from lightning_nas.zc.trainability import init_grad_norm
     from tests.conftest import REPO
 
     task = Task.resolve("digits")

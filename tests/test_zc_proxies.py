@@ -276,3 +276,45 @@ def test_guarded_objective_rejects_networks_outside_the_trainable_range():
     assert narrow.status == "rejected" and narrow.score is None and "grad_norm" in narrow.reason
     with pytest.raises(ValueError, match="objective: unknown 'nope'"):
         objective_for("nope")
+
+
+def test_the_guard_measures_a_standard_batch_and_its_range_separates_trainable_from_untrainable():
+    """#29: the guard's value does not depend on the run's probe, and the shipped bound lies between the networks
+    that train and those that do not (not at one trainable network's maximum)."""
+    import json
+    import math
+
+    from lightning_nas.search.evaluate import ArchEvaluator, Budget
+    from lightning_nas.space.arch import Arch
+    from lightning_nas.space.task import TASKS
+    from lightning_nas.zc.trainability import (
+        RANGE_FILE,
+        TrainableRange,
+        init_grad_norm,
+        separating_range,
+        shipped_range,
+    )
+    from lightning_nas.zc.vector import Probe
+
+    arch = Arch.load(Path(__file__).resolve().parents[1] / "configs" / "archs" / "digits.json")
+    task = TASKS["digits"]
+    reasons = []
+    for probe in (Probe.from_source("gaussian", seed=0, batch_size=2), Probe.from_source("digits", seed=0,
+                                                                                          batch_size=8)):
+        e = ArchEvaluator(probe, Budget("any"), "guarded_naswot", task, trainable=TrainableRange(0.0, 1e-9))(arch)
+        reasons.append(e.reason.split("outside")[0])
+    assert reasons[0] == reasons[1]  # the same measured value whatever the probe
+    assert f"{init_grad_norm(arch, task):.3g}" in reasons[0]
+    # separating_range: the cut falls in the gap between the trainable and the untrainable values
+    trains = [True] * 8 + [False] * 3
+    values = [1, 2, 3, 4, 5, 6, 7, 40, 100, 200, 300]
+    r = separating_range(values, trains)
+    assert r.lo == 0.0 and r.hi == pytest.approx(math.sqrt(40 * 100))
+    one_outlier = separating_range([*values, 250], [*trains, True])  # one trainable network among the exploders
+    assert one_outlier.hi == pytest.approx(math.sqrt(40 * 100))  # does not move the bound up to it
+    assert separating_range([0.01, *values[:8]], [False, *trains[:8]]).lo == pytest.approx(math.sqrt(0.01 * 1))
+    with pytest.raises(ValueError, match="need ≥ 5"):
+        separating_range([1, 2, 3], [True, True, False])
+    shipped = shipped_range()
+    info = json.loads(RANGE_FILE.read_text())
+    assert info["measure"] == "grad_norm_at_init" and shipped.hi == info["hi"] < 1000

@@ -13,8 +13,9 @@ from ..space.arch import Arch
 from ..space.cost import count_cost
 from ..space.network import build_network, task_network
 from ..space.task import Task
-from ..zc.objectives import Objective, TrainableRange, objective_for, shipped_range
+from ..zc.objectives import Objective, objective_for
 from ..zc.proxies import evaluate_proxies
+from ..zc.trainability import GUARD_MEASURE, TrainableRange, init_grad_norm, shipped_range
 from ..zc.vector import Probe
 
 BUDGET_UNITS = ("params", "macs", "flops", "latency_ms", "energy_mj")
@@ -152,13 +153,24 @@ class ArchEvaluator:
         if self.objective is None:  # a cost check only
             return Evaluation("unscored", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, **hw)
+        guard = None
+        if self._objective.guarded:  # the guard first: a rejected network costs no proxy
+            try:
+                guard = init_grad_norm(arch, self.task)
+            except (RuntimeError, ValueError) as err:
+                return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
+                                  time.perf_counter() - start, f"{self.objective}: {GUARD_MEASURE}: {err}", **hw)
+            if not self.trainable.admits(guard):
+                return Evaluation("rejected", None, cost["params"], cost["macs"], cost["flops"],
+                                  time.perf_counter() - start, f"{self.objective}: {self.trainable.reason(guard)}",
+                                  **hw)
         try:
             values, problems = evaluate_proxies(self.probe_network(arch, model), self.probe.x, self.probe.y,
                                                 self._objective.proxies)
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, f"{self.objective}: {err}", **hw)
-        score, rejection = self._objective.score(values, self.trainable)
+        score, rejection = self._objective.score(values, self.trainable, guard)
         if rejection:
             return Evaluation("rejected", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, f"{self.objective}: {rejection}", **hw)

@@ -2,8 +2,11 @@
 
 Population P of at most N candidates; each iteration draws a parent uniformly from P, mutates it (exploration phase
 for the first T/2 iterations: clusters may change; exploitation afterwards: they may not), scores the child and, if it
-is within budget and scored, inserts it, removing the worst member (lowest objective) when P is full. Over-budget and
-failed children are discarded and counted. Iteration 0 is the initial architecture α₀.
+is within budget and scored, inserts it, removing the worst member (lowest objective) when P is full. Over-budget,
+rejected (a guarded objective's trainability guard) and failed children are discarded and counted apart. Iteration 0
+is the initial architecture α₀; while P is empty (α₀ over budget, rejected or failed) each iteration's child is a
+random architecture within the budget (:func:`random_within_budget`, changes ``redraw``) instead of a mutant, so the
+search starts from whatever the budget and the guard admit rather than stopping.
 
 **History and resume.** Every iteration's child — scored, over budget or failed — is written to the archive
 (``Archive.add_arch``, stage ``search``, one ``run`` id per (config, budget, seed)) the moment it is evaluated. The
@@ -71,6 +74,7 @@ class SearchState:
     iterations: int = 0
     evaluations: int = 0
     over_budget: int = 0
+    rejected: int = 0
     failed: int = 0
     best: tuple[Candidate, float] | None = None
 
@@ -79,6 +83,9 @@ class SearchState:
         self.iterations += 1
         if evaluation.status == "over_budget":
             self.over_budget += 1
+            return
+        if evaluation.status == "rejected":
+            self.rejected += 1
             return
         if evaluation.status != "ok":
             self.failed += 1
@@ -212,11 +219,9 @@ def _child(config: HLEvoConfig, i: int, population: list, evaluate: ArchEvaluato
         cells = tuple(initial_cells) if initial_cells is not None else tuple(
             new_cell(None, s.cluster, rng) for s in hl.stages)
         return Candidate(hl, cells), ["initial"]
-    if not population:
-        raise RuntimeError(
-            f"search {run}: the initial architecture is over budget or failed ({state.over_budget} over budget, "
-            f"{state.failed} failed); choose a smaller initial architecture or a larger budget"
-        )
+    if not population:  # nothing admitted yet: a fresh random architecture within the budget, not a mutant
+        child, draws = random_within_budget(rng, num_clusters, new_cell, config.initial_final_channels, evaluate)
+        return child, ["redraw", f"draws:{draws}"]
     if config.random_search:
         child, draws = random_within_budget(rng, num_clusters, new_cell, config.initial_final_channels, evaluate)
         return child, ["random", f"draws:{draws}"]

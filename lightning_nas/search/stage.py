@@ -9,7 +9,8 @@ For every budget it runs (or resumes — see :mod:`lightning_nas.search.hl_evo`)
 - the history into the archive (``Archive.archs(stage="search", run=<run id>)``), as it goes;
 - ``<workdir>/search/best_<budget>.json`` (the best architecture's spec) and ``pareto_<budget>.png`` (objective vs
   params of every scored child, the Pareto front marked);
-- ``<workdir>/search/metrics.json``: ``evaluations``, ``evals_per_s``, ``discarded_over_budget``, ``failed`` (all
+- ``<workdir>/search/metrics.json``: ``evaluations``, ``evals_per_s``, ``discarded_over_budget``, ``rejected`` (by a guarded
+  objective's trainability guard), ``failed`` (all
   budgets together) and per budget ``best_tcet_<budget>``, its params/MACs and run id.
 
 **Over ranks** (``workers`` CPU processes or ``devices`` GPUs per node, ``num_nodes``; Lightning Fabric's launcher,
@@ -292,7 +293,8 @@ def _search(ranks: Ranks, config: SearchStageConfig) -> dict | None:
             bar.close()
             runs[budget.name] = {"run": run, "seconds": time.perf_counter() - start,
                                  "new_iterations": state.iterations - done, "evaluations": state.evaluations,
-                                 "over_budget": state.over_budget, "failed": state.failed,
+                                 "over_budget": state.over_budget, "rejected": state.rejected,
+                                 "failed": state.failed,
                                  "iterations": state.iterations}
             if by_budgets or ranks.rank == 0:  # the rank that searched a budget holds its whole history
                 _budget_outputs(config, budget.name, history.archs(stage="search", run=run), state.over_budget,
@@ -331,7 +333,7 @@ def _budget_outputs(config: SearchStageConfig, name: str, records: list[dict], o
 def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, runs: dict[str, dict],
                    out_dir: Path) -> dict:
     """Rank 0: ``metrics.json`` from the archive's histories (all merged by now)."""
-    metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "failed": 0, "iterations": 0}
+    metrics: dict = {"evaluations": 0, "discarded_over_budget": 0, "rejected": 0, "failed": 0, "iterations": 0}
     wall = max((r["seconds"] for r in runs.values()), default=0.0) if config.parallel == "budgets" else sum(
         r["seconds"] for r in runs.values())
     new_iterations = sum(r["new_iterations"] for r in runs.values())
@@ -345,6 +347,7 @@ def _write_outputs(config: SearchStageConfig, archive: Archive, probe: Probe, ru
         best = best_record["metrics"] if best_record else None
         metrics["evaluations"] += summary["evaluations"]
         metrics["discarded_over_budget"] += summary["over_budget"]
+        metrics["rejected"] += summary.get("rejected", 0)
         metrics["failed"] += summary["failed"]
         metrics["iterations"] += summary["iterations"]
         metrics[f"best_{config.objective}_{budget.name}"] = best["score"] if best else None

@@ -6,9 +6,10 @@ so every stage that scores an architecture scores it the same way. Two kinds:
 - **pointwise** — a function of the network's own proxies: ``tcet`` (the paper's T-CET, Σ_l LNWOT_l·log1p(SNR_l);
   the faithful mode), ``naswot``, ``tcet_mean`` (T-CET averaged over layers: not rewarded for depth alone),
   ``snip_ssnr``, ``zico``, ``zen``; each also ``guarded_<name>`` — the same proxy with the **trainability guard**:
-  a network whose gradient norm at initialisation (``grad_norm``, the probe batch) lies outside the range of trainable
-  networks is *rejected* (status ``rejected``), never chosen. The range comes from trained ground truth
-  (``data/graphnet_digits``, :func:`trainable_range`), not from one architecture.
+  a network whose gradient norm at initialisation (:func:`~.trainability.init_grad_norm`, on a standard batch, not
+  the run's probe) lies outside the range of trainable networks is *rejected* (status ``rejected``), never chosen.
+  The range comes from trained ground truth (``data/graphnet_digits``, :func:`~.trainability.separating_range`),
+  not from one architecture.
 - **rank aggregations** — scale-invariant scores of a *population* (AZ-NAS's ``Σ_k log(rank_k / M)``, Jeong et al.
   CVPR 2024): :func:`lightning_nas.zc.az_nas.az_nas_aggregate` ranks candidates by each key and sums the
   log-ranks. They compare candidates with each other, so they rank a finished pool (``generate``'s candidates, a
@@ -18,37 +19,22 @@ so every stage that scores an architecture scores it the same way. Two kinds:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from .trainability import DEFAULT_RANGE, GUARD_MEASURE, TrainableRange, init_grad_norm, shipped_range
+
+__all__ = ["BASE_OBJECTIVES", "DEFAULT_OBJECTIVE", "DEFAULT_RANGE", "OBJECTIVES", "Objective", "TrainableRange",
+           "init_grad_norm", "objective", "objective_for", "shipped_range"]
 
 BASE_OBJECTIVES = ("tcet", "naswot", "tcet_mean", "snip_ssnr", "zico", "zen")
 OBJECTIVES = (*BASE_OBJECTIVES, *(f"guarded_{name}" for name in BASE_OBJECTIVES))
 """Names an ``objective:`` setting accepts (the search stage, ``generate``, ``score``)."""
 
-DEFAULT_OBJECTIVE = "tcet"
-"""The project's default (see ``benchmarks/results/objectives.md`` for how each objective ranks trained accuracy)."""
-
-GUARD_PROXY = "grad_norm"
-
-
-@dataclass(frozen=True)
-class TrainableRange:
-    """``lo ≤ grad_norm ≤ hi``: the gradient norm at initialisation (probe batch) of networks that train."""
-
-    lo: float
-    hi: float
-    source: str = ""
-
-    def admits(self, grad_norm: float) -> bool:
-        return math.isfinite(grad_norm) and self.lo <= grad_norm <= self.hi
-
-    def reason(self, grad_norm: float) -> str:
-        return (f"untrainable at initialisation: grad_norm {grad_norm:.3g} outside [{self.lo:.3g}, {self.hi:.3g}]"
-                f"{f' ({self.source})' if self.source else ''}")
-
-
-DEFAULT_RANGE = TrainableRange(0.0, math.inf, "no range set")
-
+DEFAULT_OBJECTIVE = "guarded_tcet"
+"""The project's default: the paper's T-CET behind the trainability guard — the winner of
+``benchmarks/objectives.py``'s rule (``default_by_rule``) on both ground truths (``benchmarks/results/objectives.md``);
+``tcet`` is the paper-faithful mode."""
 
 @dataclass(frozen=True)
 class Objective:
@@ -60,13 +46,19 @@ class Objective:
 
     @property
     def proxies(self) -> tuple[str, ...]:
-        """The :func:`~.proxies.evaluate_proxies` names it needs."""
-        return (self.proxy, GUARD_PROXY) if self.guarded and self.proxy != GUARD_PROXY else (self.proxy,)
+        """The :func:`~.proxies.evaluate_proxies` names it needs (the guard's measure is not one: it is
+        :func:`~.trainability.init_grad_norm`, on a standard batch)."""
+        return (self.proxy,)
 
-    def score(self, values: Mapping[str, float], trainable: TrainableRange = DEFAULT_RANGE) -> tuple[float, str]:
-        """``(score, "")`` or ``(nan, reason)`` when the guard rejects the network."""
-        if self.guarded and not trainable.admits(values[GUARD_PROXY]):
-            return math.nan, trainable.reason(values[GUARD_PROXY])
+    def score(self, values: Mapping[str, float], trainable: TrainableRange = DEFAULT_RANGE,
+              grad_norm_at_init: float | None = None) -> tuple[float, str]:
+        """``(score, "")`` or ``(nan, reason)`` when the guard rejects the network (``grad_norm_at_init``: its
+        :func:`~.trainability.init_grad_norm`, needed by a guarded objective)."""
+        if self.guarded:
+            if grad_norm_at_init is None:
+                raise ValueError(f"{self.name}: the trainability guard needs the network's {GUARD_MEASURE}")
+            if not trainable.admits(grad_norm_at_init):
+                return math.nan, trainable.reason(grad_norm_at_init)
         return float(values[self.proxy]), ""
 
 
@@ -91,32 +83,3 @@ def objective_for(name: str) -> Objective:
         raise ValueError(f"objective: unknown {name!r}; choose from {', '.join(OBJECTIVES)} (or a proxy: "
                          f"{', '.join(p for p in PROXIES if p not in OBJECTIVES)})") from None
     return Objective(name, name, False)
-
-
-def shipped_range() -> TrainableRange:
-    """The trainable range shipped with the package (``trainable_range.json``, set from ``data/graphnet_digits``
-    with :func:`trainable_range`); a clear error while none has been measured."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).with_name("trainable_range.json")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no trainable range measured yet (it is set from data/graphnet_digits once "
-                                "that holds enough rows, issue #29); choose an unguarded objective, or in Python pass "
-                                "trainable=TrainableRange(lo, hi)")
-    info = json.loads(path.read_text())
-    return TrainableRange(float(info["lo"]), float(info["hi"]), str(info.get("source", path.name)))
-
-
-def trainable_range(grad_norms: Sequence[float], accuracies: Sequence[float], floor: float,
-                    quantiles: tuple[float, float] = (0.0, 1.0), source: str = "") -> TrainableRange:
-    """The range of ``grad_norm`` among networks that trained to at least ``floor`` accuracy (the ``quantiles`` of
-    those networks' values: 0 and 1 give their min and max)."""
-    import numpy as np
-
-    good = [g for g, a in zip(grad_norms, accuracies, strict=True) if a is not None and a >= floor and
-            g is not None and math.isfinite(g)]
-    if len(good) < 5:
-        raise ValueError(f"trainable_range: {len(good)} networks reached {floor}; need ≥ 5 to set a range")
-    lo, hi = np.quantile(good, quantiles)
-    return TrainableRange(float(lo), float(hi), source)
