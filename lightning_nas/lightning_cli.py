@@ -13,6 +13,28 @@ from lightning.pytorch.cli import LightningCLI
 PROG = "python -m lightning_nas"
 
 
+CKPT_ALIASES = ("last", "best", "hpc", "registry")
+"""``--ckpt_path`` values Lightning resolves itself (to a file of the run, checked by the same loader)."""
+
+
+def check_ckpt_path(ckpt_path: str | None, run_dir: str | Path | None = None) -> None:
+    """Refuse, in one paragraph (:func:`~lightning_nas.models.checkpoint.read_weights_only`), a ``--ckpt_path`` file
+    that cannot be loaded weights-only — empty, truncated, foreign or holding pickled objects — before Lightning
+    reads it and ends in a traceback. ``last`` is checked as ``<run_dir>/**/last.ckpt`` when ``run_dir`` is given."""
+    from .models.checkpoint import read_weights_only
+
+    if ckpt_path is None:
+        return
+    if ckpt_path in CKPT_ALIASES:
+        if ckpt_path != "last" or run_dir is None:
+            return
+        found = sorted(Path(run_dir).glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            return  # Lightning warns and starts from scratch
+        ckpt_path = str(found[-1])
+    read_weights_only(ckpt_path)
+
+
 class NASCLI(LightningCLI):
     """LightningCLI with reproducible defaults: seed 0 unless the config says otherwise, a config snapshot
     that overwrites the previous one of the same run directory, and W&B offline unless ``WANDB_MODE`` is set
@@ -38,6 +60,13 @@ class NASCLI(LightningCLI):
 
         if not any(isinstance(c, MetricsFile) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(MetricsFile())
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyperparameters here, first of all: a file that cannot be loaded
+        weights-only is refused in one paragraph (:func:`check_ckpt_path`) before it does."""
+        if self.config.get("subcommand"):
+            check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
@@ -75,6 +104,7 @@ def evaluate(args: list[str]) -> dict:
     cli = EvaluateCLI(args=args, run=False)
     ckpt_path = cli.config.get("ckpt_path")
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    check_ckpt_path(ckpt_path, trainer.default_root_dir)
     start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
     fit_seconds = time.perf_counter() - start

@@ -253,3 +253,69 @@ def test_help_names_the_command_and_cites_existing_files(commands, capsys, monke
         assert not missing, f"{command} --help cites {missing}, which the repository does not have"
         if command == "evaluate":
             assert "fit, then test" in out and "--ckpt_path" in out
+
+
+class _Payload:
+    """A pickled object whose unpickling would call ``print`` (a stand-in for code a crafted file could run)."""
+
+    def __reduce__(self):
+        return (print, ("unpickled: code ran",))
+
+
+def _bad_checkpoints(root, good):
+    """Hostile (a pickled callable), truncated (half of a real checkpoint) and empty files."""
+    (root / "hostile.ckpt").parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "payload": _Payload()}, root / "hostile.ckpt")
+    data = good.read_bytes()
+    (root / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    (root / "empty.ckpt").write_bytes(b"")
+    return {"hostile": (root / "hostile.ckpt", "refused: it holds pickled Python objects"),
+            "truncated": (root / "truncated.ckpt", "truncated or another format"),
+            "empty": (root / "empty.ckpt", "is empty (0 bytes)")}
+
+
+def test_bad_checkpoints_give_one_paragraph_through_every_command_and_loader(artifacts, tmp_path, capsys,
+                                                                            monkeypatch):
+    """#30 (c), (d): fit/test/predict/evaluate --ckpt_path and the module loaders refuse a hostile, truncated or
+    empty checkpoint in one line, rc 2, never repeating torch's advice to load with weights_only=False."""
+    import logging
+
+    from lightning_nas.models.classifier import network_from_checkpoint
+    from lightning_nas.models.gvae import GVAEModule
+
+    monkeypatch.setattr(sys, "argv", ["lightning_nas"])
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    bad = _bad_checkpoints(tmp_path / "bad", artifacts["classifier"])
+    common = ["--config", str(REPO / "configs" / "evaluate" / "digits.yaml"), "--trainer.logger=false",
+              f"--trainer.default_root_dir={tmp_path / 'run'}"]
+    for command in ("fit", "test", "predict", "evaluate"):
+        for path, fragment in bad.values():
+            code, stderr = run_in_process(capsys, command, *common, f"--ckpt_path={path}")
+            line = assert_one_error(code, stderr, path.name, fragment)
+            assert "weights_only=False" not in stderr and "unpickled: code ran" not in stderr, line
+    for path, fragment in bad.values():
+        with pytest.raises(ValueError, match=re.escape(fragment)) as err:
+            network_from_checkpoint(path)
+        assert "weights_only=False" not in str(err.value)
+        with pytest.raises(ValueError, match=re.escape(fragment)):
+            GVAEModule.from_checkpoint(path)
+    # evaluate --ckpt_path last: a cut-off last.ckpt of a killed run is checked too
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True, exist_ok=True)
+    last.write_bytes(artifacts["classifier"].read_bytes()[:100])
+    code, stderr = run_in_process(capsys, "evaluate", *common, "--ckpt_path=last")
+    assert_one_error(code, stderr, "last.ckpt", "truncated")
+
+
+def test_an_empty_archive_file_and_impossible_cell_counts_say_what_to_do(tmp_path, capsys):
+    """#30 (e), (f): a zero-byte archive.sqlite names the zc stage to run; ``unlabelled: 0`` states the rule broken."""
+    (tmp_path / "archive.sqlite").write_bytes(b"")
+    code, stderr = run_in_process(capsys, "cluster", "--workdir", str(tmp_path))
+    assert_one_error(code, stderr, "archive.sqlite is empty", "run the zc stage")
+    assert (tmp_path / "archive.sqlite").stat().st_size == 0  # nothing written into it
+    code, stderr = run_in_process(capsys, "zc", "--workdir", str(tmp_path / "zc"), "--unlabelled", "0",
+                                  "--labelled", "0")
+    assert_one_error(code, stderr, "unlabelled: 0", "at least 1")
+    code, stderr = run_in_process(capsys, "zc", "--workdir", str(tmp_path / "zc"), "--unlabelled", "10",
+                                  "--labelled", "20")
+    assert_one_error(code, stderr, "labelled: 20", "between 0 and unlabelled (10)")

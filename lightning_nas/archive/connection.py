@@ -138,7 +138,9 @@ class Connection:
         if self.path.exists():
             state = self._inspect()
             if state == "empty" and not create:
-                raise ArchiveError(f"{self.path}: an empty SQLite database, not a lightning-nas archive (create=False)")
+                raise ArchiveError(f"{self.path} is empty (no lightning-nas tables): a zc stage stopped before "
+                                   "it wrote anything, or a file created by hand. Delete it and run the zc stage "
+                                   "(python -m lightning_nas zc --config configs/zc/tiny.yaml) to make the archive")
         elif not create:
             raise ArchiveNotFoundError(f"{self.path}: no such archive (pass create=True to make one)")
         else:

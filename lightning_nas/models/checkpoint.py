@@ -61,6 +61,35 @@ def check_kind(checkpoint: dict, cls: type, path: str | Path) -> None:
                      f"pass the {what} checkpoint (train one with {hint})")
 
 
+def read_weights_only(path: str | Path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``, every failure one paragraph (``ValueError``) naming the file and what
+    to do: an empty file, a truncated or foreign one, or one the weights-only loader refuses because it holds Python
+    objects that only unpickling code could restore. torch's own advice to retry with ``weights_only=False`` — the
+    one thing not to do with a file from someone else — is never passed on."""
+    import pickle
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no checkpoint there; give the path of a .ckpt that lightning-nas wrote")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), likely a save that was interrupted; delete it and use another "
+                         "checkpoint of the run (e.g. last.ckpt) or train again")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, AttributeError, TypeError) as err:
+        if "weights only" in str(err).lower() or isinstance(err, pickle.UnpicklingError):
+            raise ValueError(f"{path} was refused: it holds pickled Python objects beyond tensors and plain "
+                             "containers, and loading those could run code, so lightning-nas never does. Use a "
+                             "checkpoint that lightning-nas wrote (its stages and `evaluate` save weights-only "
+                             "loadable files), or re-save the weights as a plain state_dict") from None
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}); use a .ckpt that "
+                         "lightning-nas wrote") from None
+    except (RuntimeError, EOFError, OSError) as err:  # a cut-off zip, another format
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable torch checkpoint — truncated or another format ({first}); "
+                         "copy it again or use another checkpoint of the run (e.g. last.ckpt)") from None
+
+
 def load_module(cls: type[L.LightningModule], path: str | Path, map_location, train_hint: str) -> L.LightningModule:
     """``cls`` rebuilt from its saved hyperparameters and weights, ``on_load_checkpoint`` applied, in eval mode.
     Raises ``FileNotFoundError`` (naming ``train_hint``) or ``ValueError`` for an unreadable file or a checkpoint
@@ -68,10 +97,7 @@ def load_module(cls: type[L.LightningModule], path: str | Path, map_location, tr
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; train one with {train_hint}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated file, or one holding objects that only unpickling code could restore
-        raise ValueError(f"{path}: not a readable weights-only checkpoint ({err})") from err
+    checkpoint = read_weights_only(path, map_location)
     if not isinstance(checkpoint, dict) or "lightning_nas" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise ValueError(f"{path} is not a {cls.__name__} checkpoint of lightning_nas (no search-space record)")
     check_kind(checkpoint, cls, path)

@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..space import Arch, build_network, count_cost
 from ..space.network import DenseGraphNet
+from .checkpoint import read_weights_only
 
 
 def load_arch(arch: str | Path | dict[str, Any] | Arch) -> Arch:
@@ -69,10 +70,7 @@ def network_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no checkpoint (train one with `make evaluate TASK=...`)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable weights-only checkpoint ({err})") from err
+    checkpoint = read_weights_only(path)
     record = checkpoint.get("lightning_nas") if isinstance(checkpoint, dict) else None
     if not isinstance(record, dict) or record.get("kind") not in ("classifier", "dense"):
         raise ValueError(f"{path} is not a checkpoint of a lightning_nas ClassifierModule or DenseModule")

@@ -9,9 +9,9 @@ For every budget it runs (or resumes — see :mod:`lightning_nas.search.hl_evo`)
 - the history into the archive (``Archive.archs(stage="search", run=<run id>)``), as it goes;
 - ``<workdir>/search/best_<budget>.json`` (the best architecture's spec) and ``pareto_<budget>.png`` (objective vs
   params of every scored child, the Pareto front marked);
-- ``<workdir>/search/metrics.json``: ``evaluations``, ``evals_per_s``, ``discarded_over_budget``, ``rejected`` (by a guarded
-  objective's trainability guard), ``failed`` (all
-  budgets together) and per budget ``best_tcet_<budget>``, its params/MACs and run id.
+- ``<workdir>/search/metrics.json``: ``evaluations``, ``evals_per_s``, ``discarded_over_budget``, ``rejected`` (by
+  a guarded objective's trainability guard), ``failed`` (all budgets together), ``objective`` and per budget
+  ``best_<objective>_<budget>``, its params/MACs and run id.
 
 **Over ranks** (``workers`` CPU processes or ``devices`` GPUs per node, ``num_nodes``; Lightning Fabric's launcher,
 :mod:`lightning_nas.distributed`): ``parallel: budgets`` deals the budgets out to the ranks, one search each (the SG

@@ -102,9 +102,12 @@ class ZCStageConfig:
             raise ValueError(f"shape: {self.shape!r}; 'any', or 'nb201' together with op_set: nb201")
         if self.labelled_shape not in (None, "any") or (self.labelled_shape and self.shape != "nb201"):
             raise ValueError(f"labelled_shape: {self.labelled_shape!r}; null, or 'any' together with shape: nb201")
-        if self.unlabelled < 1 or not 0 <= self.labelled <= self.unlabelled:
-            raise ValueError(f"labelled/unlabelled: need 0 ≤ labelled ({self.labelled}) "
-                             f"≤ unlabelled ({self.unlabelled})")
+        if self.unlabelled < 1:
+            raise ValueError(f"unlabelled: {self.unlabelled}; the cells to sample must be at least 1 (the demo uses "
+                             "5000, the paper 400000)")
+        if not 0 <= self.labelled <= self.unlabelled:
+            raise ValueError(f"labelled: {self.labelled}; must lie between 0 and unlabelled ({self.unlabelled}): the "
+                             "labelled cells are scored among the unlabelled ones")
         if self.probe.source not in PROBE_SOURCES:
             raise ValueError(f"probe.source: {self.probe.source!r}; choose from {PROBE_SOURCES}")
         if self.workers < 1 or self.devices < 0 or self.num_nodes < 1 or self.cells_per_step < 1:

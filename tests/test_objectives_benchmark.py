@@ -1,0 +1,84 @@
+"""benchmarks/objectives.py and benchmarks/found_vs.py: the judge's numbers against hand-computed ones, the default
+rule, the measured trainable range on the shipped ground truth, the found-vs table's pairing; and ``run_objective``
+on a search written before objectives were recorded."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import found_vs  # noqa: E402
+import objectives as bench  # noqa: E402
+
+
+def test_judge_ranks_top_tenth_and_pick_by_hand():
+    values = [float(v) for v in range(20)]  # the objective ranks network 19 first
+    accuracy = [50.0 + v for v in range(20)]
+    accuracy[19] = 10.0  # its best network trains badly
+    j = bench.judge(values, accuracy, bootstrap=50)
+    assert j["search_pick"] == 10.0 and j["n"] == 20
+    assert j["top10pct_mean"] == pytest.approx((10.0 + 68.0) / 2)  # the top 2 of 20
+    assert -1 < j["spearman"] < 1 and j["spearman_sd"] > 0
+    rejected = bench.judge([-math.inf, *values[1:]], accuracy, bootstrap=0)  # a rejected network ranks last
+    assert rejected["search_pick"] == 10.0 and rejected["spearman_sd"] is None
+
+
+def test_default_rule_takes_the_best_mean_top_tenth_gap_over_both_spaces():
+    gts = ["graphnet-digits", "graphnet-digits-e5", *(g for g, _ in bench.NB201_SETS)]
+    top = {"a": [99, 90, 93, 70, 45], "b": [98, 97, 92, 69, 44], "params": [100, 100, 100, 100, 100]}
+    rows = [{"objective": name, "ground_truth": gt, "top10pct_mean": v, "pointwise": True}
+            for name, values in top.items() for gt, v in zip(gts, values, strict=True)]
+    # a: digits gaps (0, −7), NB201 (0, 0, 0) → −1.75; b: digits (−1, 0), NB201 (−1, −1, −1) → −0.75; params excluded
+    assert bench.default_by_rule(rows) == "b"
+    rows.append({"objective": "c", "ground_truth": gts[0], "top10pct_mean": 100, "pointwise": True})  # incomplete
+    assert bench.default_by_rule(rows) == "b"
+
+
+def test_the_measured_range_separates_the_shipped_ground_truth():
+    records = bench.digits_records()
+    assert len(records) >= 100
+    trainable, floor = bench.measured_range(records)
+    acc = [r["accuracy"]["graphnet-digits"] for r in records]
+    grad = [r["grad_norm_at_init"] for r in records]
+    admitted_good = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a >= floor)
+    admitted_bad = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a < floor)
+    good, bad = sum(a >= floor for a in acc), sum(a < floor for a in acc)
+    assert admitted_good / good >= 0.9 and admitted_bad / bad <= 0.2  # measured: 88/90 and 0/10
+    shipped = json.loads(bench.RANGE_FILE.read_text())
+    assert shipped["hi"] == pytest.approx(trainable.hi, rel=0.5)  # the shipped file is this rule's output
+
+
+def test_found_vs_table_pairs_found_with_each_alternative():
+    def row(name, g, t, e, acc):
+        return {"name": name, "generate_seed": g, "train_seed": t, "epochs": e, "test_metric": acc,
+                "grad_norm_at_init": 3.0, "params": 1e5, "macs": 1e7, "objective": "guarded_tcet", "spec": {}}
+
+    rows = [row("found", g, t, 15, 0.97 + 0.001 * g) for g in (0, 1) for t in (0, 1)]
+    rows += [row("random", g, t, 15, 0.95) for g in (0, 1) for t in (0, 1)]
+    rows += [row("hand-picked", None, t, 15, 0.99) for t in (0, 1)]
+    table = found_vs.summary(rows)
+    random_line = next(line for line in table.splitlines() if line.startswith("| random |"))
+    hand_line = next(line for line in table.splitlines() if line.startswith("| hand-picked |"))
+    assert "+2.05 ± 0.03 (4)" in random_line  # found − random: 0.02 and 0.021, twice each
+    assert "-1.95 ± 0.03 (4)" in hand_line  # the one hand-picked network paired with every found one
+    assert "## 5 epochs" in table and found_vs.spec_key({"a": 1}) == found_vs.spec_key({"a": 1})
+
+
+def test_run_objective_reads_a_search_written_before_objectives_were_recorded(tmp_path):
+    from lightning_nas.generate import run_objective
+    from lightning_nas.stages import RunDir
+    from lightning_nas.zc.objectives import DEFAULT_OBJECTIVE
+
+    run = RunDir(tmp_path)
+    assert run_objective(run) == DEFAULT_OBJECTIVE  # no search at all
+    run.metrics("search").parent.mkdir(parents=True)
+    legacy = {"evaluations": 10, "best_tcet_500k": 1.0, "best_params_500k": 1, "best_macs_500k": 2,
+              "run_500k": "hl-evo-500k-s0-abc"}
+    run.metrics("search").write_text(json.dumps(legacy))
+    assert run_objective(run) == "tcet"
+    run.metrics("search").write_text(json.dumps({**legacy, "objective": "naswot"}))
+    assert run_objective(run) == "naswot"
