@@ -235,7 +235,7 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
     from tqdm.auto import tqdm
 
     from .models.sg import BudgetGuide
-    from .space.hl_cost import HLParamsEstimate
+    from .space.hl_cost import HLMacsEstimate, HLParamsEstimate
 
     if sg.tokenizer.num_clusters != len(generator.clusters["means"]):
         raise ValueError(f"the SG knows {sg.tokenizer.num_clusters} clusters, clusters.json has "
@@ -252,11 +252,14 @@ def generate_architectures(sg, generator, evaluator: ArchEvaluator, candidates: 
     prompt = sg.tokenizer.prompt(sg.task_condition(task, unseen_task), limits)
     guide = None
     params_limits = [v for v in (budget.max_params, hardware_params) if v is not None]
-    if guide_quantile is not None and params_limits:
+    macs_limits = [v for v in (budget.max_macs, budget.max_flops and budget.max_flops / 2) if v is not None]
+    if guide_quantile is not None and (params_limits or macs_limits):
         pools = {k: generator.sample(32, cluster=k, temperature=temperature, seed=seed * 1009 + 500 + k).cells
                  for k in range(sg.tokenizer.num_clusters)}
         estimate = HLParamsEstimate.for_task(pools, guide_quantile, task)
-        guide = BudgetGuide(sg.tokenizer, estimate, min(params_limits))
+        macs = HLMacsEstimate.for_task(estimate.cells, task) if macs_limits else None
+        guide = BudgetGuide(sg.tokenizer, estimate, min(params_limits) if params_limits else None, macs,
+                            min(macs_limits) if macs_limits else None)
     # beams may coincide
     hl_archs = list(dict.fromkeys(sg.generate([prompt], sequences, [guide], task.max_downsamplings)[0]))
     sg_seconds = time.perf_counter() - start

@@ -660,3 +660,39 @@ def test_generate_answers_a_budget_no_candidate_fits_and_rejects_an_infeasible_o
     with pytest.raises(ValueError, match=r"no architecture of the space fits.*costs params 194.*--budget.params"):
         run_generate(GenerateConfig(**common, budget={"params": 10}))
     assert not (tmp_path / "a" / "arch.json").exists() and not (tmp_path / "a" / "metrics.json").exists()
+
+
+def test_budget_guide_bounds_macs_too_and_the_macs_estimate_is_the_counted_cost():
+    """#30 item 1: the guide masks tokens for a MACs limit as for params; the estimate it uses equals the counted
+    MACs of the network the task builds (the demo's failure: all 30 candidates in params, none in MACs)."""
+    import lightning as L
+
+    from lightning_nas.models import SGModule
+    from lightning_nas.models.sg import BudgetGuide
+    from lightning_nas.space.cost import count_cost
+    from lightning_nas.space.hl_cost import HLMacsEstimate
+    from lightning_nas.space.network import task_network
+    from lightning_nas.space.task import TASKS
+
+    rng = random.Random(5)
+    cells = {k: Cell.random(rng=rng) for k in range(2)}
+    for name in ("digits", "cifar10"):
+        task = TASKS[name]
+        macs = HLMacsEstimate.for_task(cells, task)
+        for hl in (HLArch((HLStage(0, 16, 1, 2), HLStage(1, 32, 2, 1), HLStage(0, 64, 2, 3)), 128),
+                   HLArch((HLStage(1, 8, 2, 1), HLStage(1, 24, 1, 1)), None)):
+            arch = task.materialise(hl, [cells[s.cluster] for s in hl.stages])
+            assert macs(hl) == count_cost(task_network(task, arch), task.input_shape)["macs"]
+    L.seed_everything(1)
+    sg = SGModule(tokenizer=HLTokenizer(2).to_dict(), hidden_size=16, num_layers=1, num_heads=1, max_positions=96)
+    params = HLParamsEstimate(cells, in_channels=1)
+    macs = HLMacsEstimate.for_task(cells, TASKS["digits"])
+    for limit in (3e6, 2e7):
+        prompt = sg.tokenizer.prompt(limits={"params": 5e6, "macs": limit})
+        guided = sg.generate([prompt], 4, [BudgetGuide(sg.tokenizer, params, 5e6, macs, limit)])[0]
+        assert all(macs(hl) <= limit and params(hl) <= 5e6 for hl in guided)
+    unguided = sg.generate([sg.tokenizer.prompt(limits={"params": 5e6, "macs": 3e6})], 4,
+                           [BudgetGuide(sg.tokenizer, params, 5e6)])[0]
+    assert any(macs(hl) > 3e6 for hl in unguided)  # the MACs guide, not the params one, kept them in budget
+    with pytest.raises(ValueError, match="needs macs_estimate"):
+        BudgetGuide(sg.tokenizer, params, 5e6, None, 1e6)

@@ -38,21 +38,43 @@ HUB_HINT = ("download it once where there is network, e.g. `huggingface-cli down
 class BudgetGuide:
     """Budget-guided decoding: of the tokens the grammar allows, keep those after which the architecture can still
     fit ``max_params`` by ``estimate`` (:class:`~lightning_nas.space.hl_cost.HLParamsEstimate`: each cluster stood in
-    by a large cell of it) — the stage being written counted with its choices so far and one cell, the head at its
-    smallest. If nothing would fit, the grammar's tokens are kept (the output stays legal; the budget check after
-    drawing the cells discards it)."""
+    by a large cell of it) and, with ``macs_estimate`` (:class:`~lightning_nas.space.hl_cost.HLMacsEstimate`, the
+    same cells at the task's input size), ``max_macs`` (a FLOPs limit is ``max_macs = flops / 2``) — the stage being
+    written counted with its choices so far and one cell (an undecided stride at whichever of 1 and 2 costs less),
+    the head at its smallest: a lower bound, so a kept token can still miss, a masked one never fits. If nothing
+    would fit, the grammar's tokens are kept (the output stays legal; the budget check after drawing the cells
+    discards it, and generate repairs)."""
 
-    def __init__(self, tokenizer: HLTokenizer, estimate: HLParamsEstimate, max_params: float):
+    def __init__(self, tokenizer: HLTokenizer, estimate: HLParamsEstimate, max_params: float | None,
+                 macs_estimate=None, max_macs: float | None = None):
+        if max_macs is not None and macs_estimate is None:
+            raise ValueError("BudgetGuide: a MACs limit needs macs_estimate (HLMacsEstimate)")
         self.tokenizer, self.estimate, self.max_params = tokenizer, estimate, max_params
+        self.macs_estimate, self.max_macs = macs_estimate, max_macs
 
     def _fits(self, stages: list[tuple[int, int, int, int]], group: list[int], head: int | None = -1) -> bool:
         """Whether complete ``stages`` plus the partial ``group`` (and ``head`` when ≥ 0/None) can fit."""
-        e = self.estimate
+        final = None if head == -1 else head
+        options = [stages]
         if group:  # the stage being written, with its undecided fields at their smallest
             k, c, s, r = (group + [8, 1, 1][len(group) - 1:])[:4]
-            stages = stages + [(k, c, s, r)]
-        total, channels = e.prefix(stages)
-        return total + e.head(channels, None if head == -1 else head) <= self.max_params
+            options = [stages + [(k, c, s, r)]]
+            if len(group) < 3:  # stride undecided: stride 2 may cost fewer MACs
+                options.append(stages + [(k, c, 2, r)])
+        if self.max_params is not None:
+            total, channels = self.estimate.prefix(options[0])
+            if total + self.estimate.head(channels, final) > self.max_params:
+                return False
+        if self.max_macs is not None:
+            e = self.macs_estimate
+
+            def macs(option):
+                total, channels, size = e.prefix(option)
+                return total + e.head(channels, size, final)
+
+            if min(macs(o) for o in options) > self.max_macs:
+                return False
+        return True
 
     def __call__(self, generated: Sequence[int], allowed: tuple[int, ...]) -> tuple[int, ...]:
         vocab = self.tokenizer.vocab

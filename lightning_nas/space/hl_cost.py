@@ -42,6 +42,7 @@ class HLParamsEstimate:
 
     def __init__(self, cells: Mapping[int, Cell], in_channels: int = 3, num_classes: int = 10, dims: int = 2,
                  se: bool = False):
+        self.cells = dict(cells)
         self.coef = {k: cell_params(c, dims, se) for k, c in cells.items()}
         self.in_channels, self.num_classes, self.dims = in_channels, num_classes, dims
 
@@ -95,3 +96,73 @@ class HLParamsEstimate:
         stages = [(s.cluster, s.channels, s.stride, s.repeats) for s in hl.stages]
         total, channels = self.prefix(stages)
         return total + self.head(channels, hl.final_channels)
+
+
+@cache
+def op_macs(op: str, dims: int = 2, se: bool = False) -> tuple[float, float]:
+    """(a, b) with ``MACs(op at C channels) ≈ (a·C² + b·C) · positions`` (output pixels or steps), counted
+    (:func:`~lightning_nas.space.cost.count_cost`) on an 8×8 (64-step) input at C = 16 and 32. Exact for ops whose
+    MACs scale with the positions; SE's two linear layers (on the pooled vector) are counted as if they did, which
+    over-estimates them — on the safe side for a budget guide."""
+    from .cost import count_cost
+
+    shape = (8, 8) if dims == 2 else (64,)
+    m16, m32 = (count_cost(build_op(op, c, dims, se), (c, *shape))["macs"] / 64 for c in (16, 32))
+    a = (m32 - 2 * m16) / 512
+    return a, (m16 - 256 * a) / 16
+
+
+class HLMacsEstimate:
+    """MACs of HL architectures at the task's input size, each cluster represented by ``cells[k]`` (as
+    :class:`HLParamsEstimate`): the stem's 3×3 (3-tap) conv, per cell its op nodes (:func:`op_macs`) at the stage's
+    output resolution and the 1×1 projection when channels or stride change, the head's 1×1 conv and the
+    classifier; strides halve the resolution rounding up, as the convolutions do."""
+
+    def __init__(self, cells: Mapping[int, Cell], input_size: Sequence[int], in_channels: int = 3,
+                 num_classes: int = 10, dims: int = 2, se: bool = False, stem_stride: int = 1):
+        self.coef = {k: tuple(map(sum, zip(*(op_macs(op, dims, se) for op in c.ops), strict=True)))
+                     for k, c in cells.items()}
+        self.input_size, self.in_channels, self.num_classes = tuple(input_size), in_channels, num_classes
+        self.dims, self.stem_stride = dims, stem_stride
+
+    @classmethod
+    def for_task(cls, cells: Mapping[int, Cell], task) -> HLMacsEstimate:
+        return cls(cells, task.input_size, task.in_channels, task.num_classes, task.dims, task.se, task.stem_stride)
+
+    @staticmethod
+    def _down(size: tuple[int, ...], stride: int) -> tuple[int, ...]:
+        return tuple(-(-s // stride) for s in size)
+
+    @staticmethod
+    def _positions(size: tuple[int, ...]) -> int:
+        out = 1
+        for s in size:
+            out *= s
+        return out
+
+    def prefix(self, stages: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, tuple[int, ...]]:
+        """(MACs, output channels, output size) of the stem and the complete stages."""
+        size = self._down(self.input_size, self.stem_stride)
+        channels = stages[0][1]
+        total = self.in_channels * channels * 3 ** self.dims * self._positions(size)
+        for k, c, s, r in stages:
+            size = self._down(size, s)
+            n = self._positions(size)
+            a, b = self.coef[k]
+            if channels != c or s != 1:
+                total += channels * c * n
+            total += r * (a * c * c + b * c) * n
+            channels = c
+        return round(total), channels, size
+
+    def head(self, channels: int, size: tuple[int, ...], final_channels: int | None) -> int:
+        out = 0
+        if final_channels is not None:
+            out += channels * final_channels * self._positions(size)
+            channels = final_channels
+        return out + channels * self.num_classes
+
+    def __call__(self, hl: HLArch) -> int:
+        stages = [(s.cluster, s.channels, s.stride, s.repeats) for s in hl.stages]
+        total, channels, size = self.prefix(stages)
+        return total + self.head(channels, size, hl.final_channels)
