@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--summary", action="store_true", help="only rewrite the table from the stored rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_MODE", "disabled")
+    import torch
+
+    torch.set_num_threads(args.threads)  # beside the training workers: more threads than cores slow every process
     table = args.out.with_suffix(".md")
     if not args.summary:
         nets = networks(args.workdir, args.generate_seeds)

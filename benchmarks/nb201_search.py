@@ -558,8 +558,8 @@ def main() -> None:
                 continue
             best = select(search, method, top_n, table, az)
             record = table.test(best)
-            row = {"method": method, "setting": setting, "budget": n, "seed": seed, "top_n": top_n,
-                   "arch_str": record.arch_str, "cifar10": record.cifar10, "cifar100": record.cifar100,
+            row = {"method": method, "objective": PROXY[method], "setting": setting, "budget": n, "seed": seed,
+                   "top_n": top_n, "arch_str": record.arch_str, "cifar10": record.cifar10, "cifar100": record.cifar100,
                    "imagenet16": record.imagenet16, "cifar10_valid": table.valid(best),
                    "evaluations": len(search.scored),
                    "pretrain_evaluations": chain.evaluations if chain and setting != "none" else 0,
