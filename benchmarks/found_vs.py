@@ -172,7 +172,7 @@ def summary(rows: list[dict]) -> str:
                     diffs += [f - r["test_metric"] for f in found_by_seed.get(r["train_seed"], [])]
                 elif (r["generate_seed"], r["train_seed"]) in found and name != "found":
                     diffs.append(found[(r["generate_seed"], r["train_seed"])] - r["test_metric"])
-            diff = "—"
+            diff = f"{100 * diffs[0]:+.2f} (1)" if len(diffs) == 1 else "—"
             if len(diffs) >= 2:
                 se = statistics.stdev(diffs) / math.sqrt(len(diffs))
                 diff = f"{100 * statistics.fmean(diffs):+.2f} ± {100 * se:.2f} ({len(diffs)})"

@@ -214,7 +214,8 @@ class Generation:
     def zc_evaluations(self) -> int:
         """Candidates the proxy ran on (scored, rejected by a guard, or failed in the proxy rather than in building)."""
         return sum(e.status in ("ok", "rejected") or (e.status == "failed" and not e.reason.startswith("build:"))
-                   for _, _, e in self.candidates) + self.fallback.get("search_evaluations", 0)
+                   for (_, _, e), origin in zip(self.candidates, self.origins, strict=True)
+                   if origin != "search") + self.fallback.get("search_evaluations", 0)  # its answer counted there
 
     @property
     def scored(self) -> list[int]:

@@ -124,7 +124,7 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     for r in compared:
         draws = 2 if r["name"] == "random-no-proxy" else 1  # the no-proxy draws are trained once each
         assert {"params", "macs", "score", "objective", "test_metric_mean"} <= set(r) and r["draws"] == draws
-        assert len(r["test_metrics"]) == draws and r["objective"] == generated["objective"] == "tcet"
+        assert len(r["test_metrics"]) == draws and r["objective"] == generated["objective"] == "guarded_tcet"
         assert 0 <= r["test_metric_mean"] <= 1 and (r["name"] == "hand-picked" or r["within_budget"])
         assert r["grad_norm_at_init"] > 0
         assert r["score"] is not None  # scored even when over the budget
@@ -176,7 +176,7 @@ def test_the_pipeline_objective_sets_search_and_generate_only():
     """One ``objective:`` for the chain: it replaces the search and generate stages' own, leaves the rest alone,
     and an unknown name is refused before anything runs."""
     spec = {"config": str(REPO / "configs/search/tiny.yaml"), "set": {}}
-    assert resolve_stage("search", spec, "runs/x", "runs/tiny")["objective"] == "tcet"  # the stage's own
+    assert resolve_stage("search", spec, "runs/x", "runs/tiny")["objective"] == "guarded_tcet"  # the stage's own
     assert resolve_stage("search", spec, "runs/x", "runs/tiny", "naswot")["objective"] == "naswot"
     generate = {"config": str(REPO / "configs/generate/tiny.yaml"), "set": {}}
     assert "objective" not in resolve_stage("generate", generate, "runs/x", "runs/tiny")  # null: follow the search
