@@ -78,6 +78,10 @@ def networks(workdir: Path, generate_seeds: list[int], log=print) -> list[dict]:
                     "grad_norm_at_init": init_grad_norm(arch, evaluator.task), "params": cost["params"],
                     "macs": cost["macs"], **(extra or {})})
 
+    cache = workdir / "found_vs" / "networks.json"  # a resume trains the same networks without searching again
+    cached = json.loads(cache.read_text()) if cache.is_file() else []
+    if {n["generate_seed"] for n in cached if n["name"] == "found"} >= set(generate_seeds):
+        return [n for n in cached if n["generate_seed"] in (*generate_seeds, None)]
     for g in generate_seeds:
         gen_out = workdir / "found_vs" / f"generate-s{g}"
         if not (gen_out / "arch.json").is_file():
@@ -92,6 +96,7 @@ def networks(workdir: Path, generate_seeds: list[int], log=print) -> list[dict]:
         if g == generate_seeds[0]:
             entry("hand-picked", None, alts["hand-picked"])
         log(f"[found-vs] generate seed {g}: networks ready")
+    cache.write_text(json.dumps(out) + "\n")
     return out
 
 

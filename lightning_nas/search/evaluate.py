@@ -170,10 +170,7 @@ class ArchEvaluator:
         except (RuntimeError, ValueError) as err:
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
                               time.perf_counter() - start, f"{self.objective}: {err}", **hw)
-        score, rejection = self._objective.score(values, self.trainable, guard)
-        if rejection:
-            return Evaluation("rejected", None, cost["params"], cost["macs"], cost["flops"],
-                              time.perf_counter() - start, f"{self.objective}: {rejection}", **hw)
+        score, _ = self._objective.score(values, self.trainable, guard)  # the guard already admitted it above
         if not math.isfinite(score):
             reason = problems.get(self._objective.proxy, "non-finite score")
             return Evaluation("failed", None, cost["params"], cost["macs"], cost["flops"],
