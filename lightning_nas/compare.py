@@ -10,6 +10,9 @@ alternatives get (the generate stage's ``candidates``: random draws within budge
 iterations for "evo", GraphNet cells from the space's own sampler and mutations), the training recipe. What is not:
 "found" also stands on the pretrained generators and the search history (counted in the pipeline's stages); the
 hand-picked architecture may exceed the budget (its cost says so) — it is what a user would train without a search.
+When the run's generate trained its objective's top N (``select.top_n`` > 0, :mod:`lightning_nas.select`), "random"
+and "evo" get the same final selection: their own objective's top N (of the random draws; of Evo's final
+population) ranked the same way, so every row has as many trained candidates as "found".
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import yaml
 from .archive import Archive
 from .search.evaluate import ArchEvaluator, Budget
 from .search.hl_evo import HLEvoConfig, hl_evo, random_within_budget
-from .select import training_config
+from .select import SelectConfig, best_index, diverse_top, rank_candidates, training_config
 from .space.arch import Arch
 from .space.task import Task
 from .stages import RunDir
@@ -50,27 +53,48 @@ def _evaluator(workdir: Path) -> tuple[ArchEvaluator, int]:
     return ArchEvaluator(probe, limits, objective, Task.from_json(generated["task"])), int(generated["candidates"])
 
 
+def run_select(workdir: Path) -> SelectConfig:
+    """The final selection the run's generate used (``<workdir>/pipeline/generate.yaml``'s ``select``; none when the
+    run has no resolved generate config)."""
+    resolved = Path(workdir) / "pipeline" / "generate.yaml"
+    tree = yaml.safe_load(resolved.read_text()) if resolved.is_file() else {}
+    return SelectConfig(**(tree.get("select") or {}))
+
+
+def selected(scored: list[tuple[Arch, float]], select: SelectConfig, out: Path, log=print) -> Arch:
+    """The objective's best of ``scored`` — or, with ``select.top_n`` > 0, the pick of generate's own final
+    selection among its top N (each architecture its own group)."""
+    order = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
+    if select.top_n == 0:
+        return scored[order[0]][0]
+    ranked = diverse_top(order, [json.dumps(a.to_json(), sort_keys=True) for a, _ in scored], select.top_n)
+    results = rank_candidates([scored[i][0] for i in ranked], select, out, log)
+    return scored[ranked[best_index(results)]][0]
+
+
 def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print,
                  draws: int = NO_PROXY_DRAWS) -> dict[str, Arch | list[Arch]]:
     """The architectures of each row, for the run's task (see the module docstring): one per name, a list of
     ``draws`` for ``random-no-proxy`` (left out with 0)."""
     evaluator, n = _evaluator(workdir)
+    select = run_select(workdir)
+    selection = Path(workdir) / "report" / "compare" / f"select-s{seed}"
     objective = evaluator.objective
     task = evaluator.task
     hand = Arch.load(hand_picked)
     archs = {"found": Arch.load(workdir / "generate" / "arch.json"),
              "hand-picked": dataclasses.replace(hand, task=task)}  # as designed, trained on the run's task
     rng = random.Random(f"compare-random:{seed}")
-    best, top = None, float("-inf")
+    scored = []
     for _ in range(n):  # n random architectures within the budget, the best by the objective
         child, _ = random_within_budget(rng, 1, graphnet_cell, 128, evaluator)
         arch = evaluator.materialise(child.hl, child.cells)
         evaluation = evaluator(arch)
-        if evaluation.status == "ok" and evaluation.score > top:
-            best, top = arch, evaluation.score
-    if best is None:
+        if evaluation.status == "ok":
+            scored.append((arch, evaluation.score))
+    if not scored:
         raise RuntimeError(f"compare: none of {n} random architectures within the budget could be scored")
-    archs["random"] = best
+    archs["random"] = selected(scored, select, selection / "random", log)
     budget_only = ArchEvaluator(evaluator.probe, evaluator.budget, None, task)  # the budget check, no proxy
     rng = random.Random(f"compare-random-no-proxy:{seed}")
     if draws:
@@ -85,9 +109,12 @@ def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print,
         state = hl_evo(evo, evaluator, graphnet_cell, 1, study, "evo", method=f"Evo({objective})")
     if state.best is None:
         raise RuntimeError(f"compare: Evo({objective}) scored no architecture in {n} evaluations")
-    archs["evo"] = evaluator.materialise(state.best[0].hl, state.best[0].cells)
+    population = [(evaluator.materialise(c.hl, c.cells), score) for c, score in state.population]
+    archs["evo"] = selected(population, select, selection / "evo", log) if select.top_n else \
+        evaluator.materialise(state.best[0].hl, state.best[0].cells)
     log(f"[compare] alternatives ready: {n} random draws within budget, {draws} with no proxy, "
-        f"Evo({objective}) over {n} evaluations")
+        f"Evo({objective}) over {n} evaluations"
+        + (f"; random and evo's top {select.top_n} ranked by {select.rank} as generate's" if select.top_n else ""))
     return archs
 
 

@@ -22,9 +22,12 @@ trained; every budget is checked on it and ``arch.json`` carries it.
 3. each candidate's params/MACs/FLOPs are counted on the task's network; those within budget are scored with the
    ``objective`` (by default the one the run's search maximised, ``<workdir>/search/metrics.json``; the paper's is
    T-CET, :mod:`lightning_nas.zc.objectives`) on the archive's probe batch; the best is the result —
-4. or, with ``select.top_n`` > 0 (the paper's final selection, Table 2: N = 10), the ``top_n`` best by it are
-   trained for ``select.epochs`` on the task's training split with ``select.config`` (an evaluate config) and the
-   best by validation metric is the result (:mod:`lightning_nas.select`; ``selection.json`` lists them).
+4. or, with ``select.top_n`` > 0 (the paper's final selection, Table 2: N = 10), the ``top_n`` best by it — the
+   best of each HL architecture before the second of any (:func:`~lightning_nas.select.diverse_top`) — are trained
+   briefly on the task's training split with ``select.config`` (an evaluate config) and the best by validation metric
+   (``select.rank: val_metric``, ``select.epochs`` epochs) or by the sum of the first ``select.steps`` training
+   losses (``train_loss``, the training-speed estimator) is the result (:mod:`lightning_nas.select`;
+   ``selection.json`` lists them).
 
 Writes ``<out>/arch.json`` (the winner's spec), ``arch.png`` (its stages and cells), ``candidates.jsonl`` (every
 candidate's HL spec, cost, status and score) and ``metrics.json`` (``params``, ``macs``, ``flops``, ``objective``,
@@ -53,7 +56,7 @@ from .hw.cost import hardware_cost_for
 from .hw.measure import measure_arch
 from .search.evaluate import ArchEvaluator, Budget, Evaluation
 from .search.repair import check_feasible
-from .select import SelectConfig, best_index, train_candidates
+from .select import SelectConfig, best_index, diverse_top, rank_candidates
 from .space.arch import Arch
 from .space.hl import HLArch, HLStage
 from .space.network import task_network
@@ -503,15 +506,18 @@ def _generate(ranks: Ranks, config: GenerateConfig) -> dict | None:
     }
     chosen = result.best
     if config.select.top_n > 0 and result.scored:
-        ranked = sorted(result.scored, key=lambda i: (-result.candidates[i][2].score, i))[: config.select.top_n]
+        order = sorted(result.scored, key=lambda i: (-result.candidates[i][2].score, i))
+        hl_of = {i: json.dumps(result.candidates[i][0].to_json(), sort_keys=True) for i in order}
+        ranked = diverse_top(order, hl_of, config.select.top_n)
         start_select = time.perf_counter()
-        trained = train_candidates([result.candidates[i][1] for i in ranked], config.select, out / "select")
+        trained = rank_candidates([result.candidates[i][1] for i in ranked], config.select, out / "select")
         chosen = ranked[best_index(trained)]
         selection = [{"candidate": i, "objective": objective, "score": result.candidates[i][2].score,
                       "params": result.candidates[i][2].params,
                       "macs": result.candidates[i][2].macs, **t} for i, t in zip(ranked, trained, strict=True)]
         (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
         metrics.update({"trained_candidates": len(ranked), "selected_rank": ranked.index(chosen) + 1,
+                        "select_rank": config.select.rank, "distinct_hl_archs_trained": len({hl_of[i] for i in ranked}),
                         "select_seconds": round(time.perf_counter() - start_select, 2),
                         "seconds": round(time.perf_counter() - start, 2)})
     hl, arch, best = result.candidates[chosen]

@@ -185,8 +185,11 @@ def _final_section(report: _Report, w: Path) -> None:
                  f"**{generated.get('params', 0) / 1e6:.3f} M params, {generated.get('macs', 0) / 1e6:.1f} M MACs**, "
                  f"{generated.get('objective') or 'T-CET'} {_fmt(generated.get('score', generated.get('tcet')))}, "
                  f"from {generated.get('candidates')} candidates "
-                 f"({generated.get('zc_evaluations')} ZC evaluations, {_fmt(generated.get('seconds'))} s). "
-                 "Spec: `generate/arch.json`.\n\n")
+                 f"({generated.get('zc_evaluations')} ZC evaluations"
+                 + (f"; the objective's top {generated['trained_candidates']} trained briefly and ranked by "
+                    f"{generated.get('select_rank', 'val_metric')} in {_fmt(generated.get('select_seconds'))} s, "
+                    f"rank {generated.get('selected_rank')} kept" if generated.get("trained_candidates") else "")
+                 + f"; {_fmt(generated.get('seconds'))} s). Spec: `generate/arch.json`.\n\n")
     else:
         text += "The generate stage has not run.\n\n"
     if evaluated:
@@ -339,7 +342,7 @@ def _table2(w: Path, config: ReportConfig, log) -> str:
 def _compare(w: Path, config: ReportConfig, log) -> str:
     """Found vs alternatives (:mod:`lightning_nas.compare`), cached in ``report/found_vs_alternatives.json`` (the
     rows) with the key beside it."""
-    from .compare import found_vs_alternatives
+    from .compare import found_vs_alternatives, run_select
 
     if not config.compare_seeds:
         return "Left out (`--compare_seeds []`)."
@@ -347,7 +350,7 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
     if not all(p.is_file() for p in needed):
         return "Needs the generate and evaluate stages."
     key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
-           "draws": config.compare_draws,
+           "draws": config.compare_draws, "select": asdict(run_select(w)),
            # the archive is written all the time (host latencies, layer timings): its probe and labels are the zc
            # stage's, which its metrics.json fingerprints
            "artifacts": _fingerprint(*needed, RunDir(w).metrics("zc"), Path(config.hand_picked))}
@@ -359,6 +362,7 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
         out.write_text(json.dumps(rows, indent=1, default=float))
         key_file.write_text(json.dumps(key))
     rows = json.loads(out.read_text())
+    select = run_select(w)
     evaluate = yaml.safe_load((RunDir(w).pipeline / "evaluate.yaml").read_text())
     epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
     objective = next((r.get("objective") for r in rows if r.get("objective")), "tcet")
@@ -375,7 +379,11 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
             "generate ranked by) of as many random architectures within the budget as the generate stage scored "
             "candidates; *random-no-proxy*: uniform random architectures within the budget, no proxy, each trained "
             f"once (the plain null); *evo*: Evo({objective}) in the GraphNet space after that many evaluations; "
-            "*hand-picked*: `" + config.hand_picked + "` as designed. ‖∇θL‖ at init: the gradient norm of each "
+            "*hand-picked*: `" + config.hand_picked + "` as designed. "
+            + (f"As generate trained its objective's top {select.top_n} ({select.rank}), *random* and *evo* keep what "
+               f"the same selection keeps from their own top {select.top_n}: each row but the hand-picked and "
+               f"no-proxy ones counts {select.top_n} trained candidates. " if select.top_n else "")
+            + "‖∇θL‖ at init: the gradient norm of each "
             "network before training (`lightning_nas.zc.trainability.init_grad_norm`; the median over draws) — "
             "SNIP-based proxies such as T-CET grow with gradient magnitude, so a search that maximises them can "
             "favour badly conditioned networks that train slowly (issue #29, `benchmarks/results/objectives.md`). "

@@ -66,6 +66,14 @@ def test_found_vs_table_pairs_found_with_each_alternative():
     assert "+2.05 ± 0.03 (4)" in random_line  # found − random: 0.02 and 0.021, twice each
     assert "-1.95 ± 0.03 (4)" in hand_line  # the one hand-picked network paired with every found one
     assert "## 5 epochs" in table and found_vs.spec_key({"a": 1}) == found_vs.spec_key({"a": 1})
+    # a later run with a final selection: its found and random rows a section of their own, the hand-picked shared
+    later = [{**row(name, 0, t, 15, acc), "selection": "top10-train_loss"}
+             for name, acc in (("found", 0.99), ("random", 0.98)) for t in (0, 1)]
+    sections = found_vs.summary(rows + later).split("## selection: ")
+    assert [s.split("\n", 1)[0] for s in sections[1:]] == ["top10-train_loss", "none"]  # the newest first
+    new_random = next(line for line in sections[1].splitlines() if line.startswith("| random |"))
+    new_hand = next(line for line in sections[1].splitlines() if line.startswith("| hand-picked |"))
+    assert "| 2 |" in new_random and "+1.00 ± 0.00 (2)" in new_random and "0.00 ± 0.00 (2)" in new_hand
 
 
 def test_run_objective_reads_a_search_written_before_objectives_were_recorded(tmp_path):

@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from lightning_nas.select import SelectConfig, best_index, candidate_config, train_candidates
+from lightning_nas.select import (
+    SelectConfig,
+    best_index,
+    candidate_config,
+    diverse_top,
+    train_candidates,
+    training_loss_candidates,
+)
 from lightning_nas.space.arch import Arch
 from tests.conftest import REPO
 
@@ -30,6 +37,36 @@ def test_training_keeps_the_candidate_that_learns_whatever_the_proxy_order(tmp_p
     assert again[0]["history"] == results[1]["history"]
 
 
+def test_training_loss_ranks_the_candidate_that_learns_first(tmp_path):
+    """rank: train_loss — Σ of the first steps' training losses of the evaluate recipe's own run: the network that
+    learns has the smaller sum and wins; the same seed gives the same losses; no validation pass, no checkpoint."""
+    weak, strong = Arch.from_json(WEAK), Arch.load(REPO / "configs" / "archs" / "digits.json")
+    config = SelectConfig(top_n=2, config=DIGITS, rank="train_loss", epochs=15, steps=12, seed=0,
+                          set={"data.init_args.image_size": 32})
+    results = training_loss_candidates([weak, strong], config, tmp_path, log=lambda _: None)
+    assert [r["steps"] for r in results] == [12, 12] and all(len(r["losses"]) == 12 for r in results)
+    assert all(r["train_loss_sum"] == pytest.approx(sum(r["losses"])) for r in results)
+    # the strong one's loss falls during the steps; the weak one's barely moves
+    assert results[1]["losses"][-1] < results[1]["losses"][0] - 0.3
+    assert results[1]["train_loss_sum"] < results[0]["train_loss_sum"] and best_index(results) == 1
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("wandb"))
+    again = training_loss_candidates([strong], config, tmp_path / "again", log=lambda _: None)
+    assert again[0]["losses"] == results[1]["losses"]
+    with pytest.raises(ValueError, match="select.steps: 100000 training steps asked"):
+        training_loss_candidates([strong], SelectConfig(top_n=1, config=DIGITS, rank="train_loss", epochs=1,
+                                                        steps=100_000, set={"data.init_args.image_size": 32}),
+                                 tmp_path / "long", log=lambda _: None)
+
+
+def test_diverse_top_takes_each_groups_best_before_any_second():
+    # candidates 0, 1, 2 are CCNF draws of one HL architecture, 3 and 4 of another, 5 of a third
+    groups = ["a", "a", "a", "b", "b", "c"]
+    assert diverse_top(range(6), groups, 4) == [0, 3, 5, 1]
+    assert diverse_top([4, 0, 1, 3, 2, 5], groups, 6) == [4, 0, 5, 1, 3, 2]
+    assert diverse_top(range(6), list(range(6)), 3) == [0, 1, 2]  # every candidate its own group: the plain ranking
+    assert diverse_top([], [], 3) == []
+
+
 def test_candidate_config_overrides_and_minimised_metrics(tmp_path):
     tree, monitor, mode = candidate_config(SelectConfig(top_n=1, config=DIGITS, epochs=4, seed=7,
                                                         set={"data.init_args.image_size": 32}),
@@ -52,6 +89,8 @@ def test_select_settings_are_checked_where_they_enter(tmp_path):
         SelectConfig(top_n=3, config=str(tmp_path / "missing.yaml"))
     with pytest.raises(ValueError, match="top_n must be"):
         SelectConfig(top_n=-1)
+    with pytest.raises(ValueError, match="steps ≥ 1"):
+        SelectConfig(steps=0)
     assert json.loads(json.dumps(SelectConfig().__dict__))["top_n"] == 0
 
 
@@ -72,3 +111,24 @@ def test_init_grad_norm_is_seeded_and_separates_a_badly_conditioned_network():
     a, b = init_grad_norm(hand, task), init_grad_norm(hand, task)
     assert a == b and 0 < a < float("inf")
     assert init_grad_norm(deep, task) > 10 * a
+
+
+def test_alternatives_get_generate_s_own_final_selection(tmp_path):
+    """found-vs-alternatives: "random" and "evo" keep what generate's selection would keep from their own top N —
+    the run's resolved select config — and the objective's best when the run selected without training."""
+    import yaml
+
+    from lightning_nas.compare import run_select, selected
+
+    weak, strong = Arch.from_json(WEAK), Arch.load(REPO / "configs" / "archs" / "digits.json")
+    assert run_select(tmp_path) == SelectConfig()  # no resolved generate config: the default, no training
+    (tmp_path / "pipeline").mkdir()
+    select = {"top_n": 2, "config": DIGITS, "rank": "train_loss", "steps": 10, "epochs": 15,
+              "set": {"data.init_args.image_size": 32}}
+    (tmp_path / "pipeline" / "generate.yaml").write_text(yaml.safe_dump({"select": select, "candidates": 30}))
+    config = run_select(tmp_path)
+    assert config == SelectConfig(**select)
+    scored = [(weak, 2.0), (strong, 1.0)]  # the objective prefers the weak one
+    assert selected(scored, SelectConfig(), tmp_path / "none") == weak
+    assert selected(scored, config, tmp_path / "sel", log=lambda _: None) == strong
+    assert Arch.load(tmp_path / "sel" / "candidate_1" / "arch.json") == strong

@@ -448,17 +448,20 @@ def test_generate_ranks_by_the_objective_its_run_searched_with(history_archive, 
         GenerateConfig(**common, objective="T-CET")
 
 
+@pytest.mark.parametrize("rank", ["val_metric", "train_loss"])
 def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_archive, trained_sg, tiny_gvae, tiny_ccnf,
-                                                                    tmp_path):
-    """select.top_n: the T-CET top 2 within budget are trained (digits, 1 epoch) and arch.json is the one with the
-    better validation accuracy; selection.json records both in T-CET order."""
+                                                                    tmp_path, rank):
+    """select.top_n: the objective's top 2 within budget — the best of each HL architecture first — are trained
+    (digits: 1 epoch, or the first 5 training steps) and arch.json is the one with the better validation accuracy
+    (or the smaller sum of training losses); selection.json records both in the objective's order."""
     from lightning_nas.generate import GenerateConfig, run_generate
+    from lightning_nas.select import diverse_top
     from lightning_nas.space.arch import Arch
 
     shutil.copy(history_archive, tmp_path / "archive.sqlite")
     write_clusters(tmp_path / "clusters.json", [[0.0] * 4, [1.0] * 4], archive=tmp_path / "archive.sqlite")
-    select = {"top_n": 2, "config": str(REPO / "configs" / "evaluate" / "digits.yaml"), "epochs": 1,
-              "set": {"trainer.logger": False, "data.init_args.image_size": 32}}
+    select = {"top_n": 2, "config": str(REPO / "configs" / "evaluate" / "digits.yaml"), "epochs": 1, "rank": rank,
+              "steps": 5, "set": {"trainer.logger": False, "data.init_args.image_size": 32}}
     metrics = run_generate(GenerateConfig(
         workdir=str(tmp_path), sg=str(trained_sg / "sg.ckpt"), gvae=str(tiny_gvae), ccnf=str(tiny_ccnf),
         clusters=str(tmp_path / "clusters.json"), candidates=6, sequences=2, task="digits",
@@ -466,10 +469,18 @@ def test_generate_trains_the_top_n_and_keeps_the_best_by_validation(history_arch
         objective="tcet"))  # unguarded: every in-budget candidate scored, so two to train
     selection = json.loads((tmp_path / "a" / "selection.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "a" / "candidates.jsonl").read_text().splitlines()]
-    scores = sorted((r["score"] for r in rows if r["status"] == "ok"), reverse=True)
-    assert [s["score"] for s in selection] == scores[:2] and metrics["trained_candidates"] == 2
-    assert {s["objective"] for s in selection} == {metrics["objective"]}
-    chosen = max(selection, key=lambda s: (s["val_metric"], s["score"]))  # ties: the better score
+    ok = sorted((i for i, r in enumerate(rows) if r["status"] == "ok"), key=lambda i: (-rows[i]["score"], i))
+    expected = diverse_top(ok, [json.dumps(r["hl_spec"], sort_keys=True) for r in rows], 2)
+    assert [s["candidate"] for s in selection] == expected and metrics["trained_candidates"] == 2
+    assert [s["score"] for s in selection] == [rows[i]["score"] for i in expected]
+    assert metrics["distinct_hl_archs_trained"] == len({json.dumps(rows[i]["hl_spec"]) for i in expected})
+    assert {s["objective"] for s in selection} == {metrics["objective"]} and metrics["select_rank"] == rank
+    if rank == "val_metric":
+        chosen = max(selection, key=lambda s: (s["val_metric"], s["score"]))  # ties: the better score
+    else:
+        assert all(len(s["losses"]) == 5 and s["train_loss_sum"] == pytest.approx(sum(s["losses"]))
+                   for s in selection)
+        chosen = min(selection, key=lambda s: (s["train_loss_sum"], -s["score"]))
     assert metrics["score"] == chosen["score"] and metrics["selected_rank"] == selection.index(chosen) + 1
     arch = Arch.load(tmp_path / "a" / "arch.json")
     assert arch == Arch.load(tmp_path / "a" / "select" / f"candidate_{selection.index(chosen)}" / "arch.json")
