@@ -16,7 +16,9 @@ that never finished reruns that stage *and every stage after it*, and the log sa
 rerun with the same config finishes the job without redoing finished work: finished stages are skipped, and the stage
 that was killed resumes where it stood — the zc and search stages continue from the archive, the training stages from
 their ``last.ckpt`` (``--ckpt_path last``) when the killed attempt had the same fingerprint. Outputs of an earlier
-config that a rerun would overwrite are moved to ``<workdir>/pipeline/previous/``, never deleted.
+config that a rerun would overwrite are moved to ``<workdir>/pipeline/previous/``, never deleted. One pipeline at a
+time per run directory: a second one started on the same ``workdir`` stops at once with an error naming the running
+one (an OS lock on ``<workdir>/pipeline/lock``, released when that process ends, even killed).
 
 W&B: every stage's runs join the group ``pipeline-<workdir name>`` (``WANDB_RUN_GROUP``), each with its config,
 metrics and pictures; a last run ``pipeline-summary`` of the same group holds the table of stages (status, seconds,
@@ -26,12 +28,14 @@ otherwise). With ``WANDB_MODE=disabled`` nothing is logged; ``wandb: false`` ski
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,13 +182,55 @@ def _run(name: str, settings_path: Path, resume: bool) -> None:
         wandb.finish()
 
 
+class RunDirBusy(ValueError):
+    """Another pipeline holds the run directory (a usage error: one paragraph, rc 2)."""
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` (``fcntl.flock``, non-blocking) for the block, or raise :class:`RunDirBusy` naming the holder
+    (its pid and start time, written in the file). The OS drops the lock when the holder's process ends — a killed
+    pipeline leaves nothing to clean up. Where ``fcntl`` does not exist (Windows) the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        yield
+        return
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirBusy(f"{lock.parent.parent}: another pipeline is running in this run directory ({holder}); "
+                             "wait for it to finish, stop it, or give this one another --workdir — two pipelines "
+                             "on one run directory would overwrite each other's stages") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def run_pipeline(config: PipelineConfig, log=print) -> dict:
     """Run (or resume) the chain; returns ``{"stages": {stage: {"status": "ran" | "skipped", "seconds", "reason"}},
-    "architecture": <generate's metrics>, "evaluation": <evaluate's metrics>}`` (also ``pipeline/summary.json``)."""
+    "architecture": <generate's metrics>, "evaluation": <evaluate's metrics>}`` (also ``pipeline/summary.json``).
+    One at a time per run directory (:func:`exclusive`)."""
+    meta = RunDir(Path(config.workdir)).pipeline
+    meta.mkdir(parents=True, exist_ok=True)
+    with exclusive(meta / "lock"):
+        return _run_pipeline(config, log)
+
+
+def _run_pipeline(config: PipelineConfig, log) -> dict:
     workdir = Path(config.workdir)
     run = RunDir(workdir)
     meta = run.pipeline
-    meta.mkdir(parents=True, exist_ok=True)
     state_path = meta / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{workdir.name}")

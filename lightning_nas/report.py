@@ -88,8 +88,20 @@ class ReportConfig:
                                     "configs/archs/digits.json) or --compare_seeds []")
 
 
-def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _json(path: Path, cache: bool = False):
+    """The JSON in ``path`` (``None`` when absent). A file that is not JSON — a stage killed while writing, an edit —
+    is one paragraph naming it and the fix; a report cache (``cache``) that is not JSON counts as absent and is
+    computed again."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        if cache:
+            return None
+        raise ValueError(f"{path}: not valid JSON ({err}); the stage that writes it was interrupted or the file was "
+                         f"edited — delete {path.parent} and rerun the pipeline (it reruns that stage and keeps the "
+                         "finished ones before it)") from None
 
 
 def _fingerprint(*paths: Path) -> str:
@@ -100,8 +112,8 @@ def _fingerprint(*paths: Path) -> str:
 
 def _cached(path: Path, key: dict, compute, refresh: bool) -> dict:
     """``compute()`` unless ``path`` holds a result computed with the same ``key``."""
-    stored = _json(path)
-    if stored is not None and stored.get("key") == key and not refresh:
+    stored = _json(path, cache=True)
+    if isinstance(stored, dict) and stored.get("key") == key and not refresh:
         return stored["result"]
     result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,10 +231,10 @@ def _latent_map(w: Path, config: ReportConfig) -> Path | None:
     out = RunDir(w).report / "latent_map.png"
     key = {"fingerprint": _fingerprint(gvae_path, clusters_path), "points": config.latent_points, "seed": config.seed}
     stamp = RunDir(w).report / "latent_map.json"
-    if out.is_file() and (_json(stamp) or {}).get("key") == key and not config.refresh:
+    if out.is_file() and (_json(stamp, cache=True) or {}).get("key") == key and not config.refresh:
         return out
     gvae = GVAEModule.from_checkpoint(gvae_path).eval()
-    fit = json.loads(clusters_path.read_text())
+    fit = _json(clusters_path)
     with Archive(RunDir(w).archive, create=False) as archive:
         probe_id = Probe.from_archive(archive).id
         normaliser = ZCNormaliser.from_dict(archive.get_normaliser(probe_id))
@@ -355,7 +367,7 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
            # stage's, which its metrics.json fingerprints
            "artifacts": _fingerprint(*needed, RunDir(w).metrics("zc"), Path(config.hand_picked))}
     out, key_file = RunDir(w).report / "found_vs_alternatives.json", RunDir(w).report / "found_vs_alternatives.key.json"
-    if config.refresh or not out.is_file() or _json(key_file) != key:
+    if config.refresh or not out.is_file() or _json(key_file, cache=True) != key or _json(out, cache=True) is None:
         rows = found_vs_alternatives(w, config.hand_picked, config.compare_seeds, config.compare_epochs, log,
                                      config.compare_draws)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -319,3 +319,20 @@ def test_an_empty_archive_file_and_impossible_cell_counts_say_what_to_do(tmp_pat
     code, stderr = run_in_process(capsys, "zc", "--workdir", str(tmp_path / "zc"), "--unlabelled", "10",
                                   "--labelled", "20")
     assert_one_error(code, stderr, "labelled: 20", "between 0 and unlabelled (10)")
+
+
+def test_report_names_a_damaged_stage_file_and_recomputes_a_damaged_cache(tmp_path, capsys):
+    """A stage's JSON cut short (a killed stage, an edit) stops ``report`` with one paragraph naming the file and the
+    fix, rc 2; a damaged cache of the report's own studies is computed again instead."""
+    from lightning_nas.report import _cached
+
+    run = tmp_path / "run"
+    (run / "pipeline").mkdir(parents=True)
+    (run / "pipeline" / "state.json").write_text('{"zc": {"fini')
+    code, stderr = run_in_process(capsys, "report", str(run), "--compare_seeds", "[]")
+    assert_one_error(code, stderr, "state.json: not valid JSON", "rerun the pipeline")
+    cache = tmp_path / "study.json"
+    cache.write_text('{"key": {"a"')
+    assert _cached(cache, {"a": 1}, lambda: {"value": 2}, refresh=False) == {"value": 2}
+    assert json.loads(cache.read_text()) == {"key": {"a": 1}, "result": {"value": 2}}
+    assert _cached(cache, {"a": 1}, lambda: {"value": 3}, refresh=False) == {"value": 2}  # a sound cache is kept

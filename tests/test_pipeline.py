@@ -155,6 +155,31 @@ def test_pipeline_config_errors(tmp_path):
         PipelineConfig(stages={**stages, "sg": {"config": "nowhere.yaml"}})
 
 
+def test_a_second_pipeline_on_a_busy_run_directory_stops_at_once_with_rc_2(tmp_path):
+    """Two pipelines on one run directory would overwrite each other's stages: while one holds the run directory
+    (here this test, through the same lock), another stops before any stage with one ``error:`` paragraph naming the
+    holder, rc 2, writing nothing; once the holder is gone the lock is free again."""
+    from lightning_nas.pipeline import RunDirBusy, exclusive
+
+    config = micro_config(tmp_path)
+    meta = tmp_path / "run" / "pipeline"
+    meta.mkdir(parents=True)
+    written = tmp_path / "pipeline.yaml"
+    written.write_text(yaml.safe_dump({"workdir": config.workdir, "stages": config.stages}))
+    with exclusive(meta / "lock"):
+        with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+            run_pipeline(config, log=lambda _: None)
+        cli = subprocess.run([sys.executable, "-m", "lightning_nas", "pipeline", "--config", str(written)],
+                             capture_output=True, text=True, cwd=REPO, timeout=120,
+                             env={**os.environ, "WANDB_MODE": "disabled"})
+        assert cli.returncode == 2, cli.stderr[-2000:]
+        assert cli.stderr.startswith("error: ") and "another pipeline is running" in cli.stderr
+        assert "Traceback" not in cli.stderr and f"pid {os.getpid()}" in cli.stderr
+    assert sorted(p.name for p in meta.iterdir()) == ["lock"]  # no stage started, no state written
+    with exclusive(meta / "lock"):  # released: the next holder gets it
+        assert (meta / "lock").read_text().startswith(f"pid {os.getpid()}")
+
+
 def test_stage_settings_are_merged_and_overridden_with_omegaconf():
     """Files merged in order, paths re-rooted, dotted ``set`` keys (list items by index), ``${workdir}`` resolved;
     a list entered by a name is refused with the fix."""

@@ -228,3 +228,51 @@ def test_a_teacher_pt2_file_does_not_run_code(tmp_path):
     except Exception:
         pass
     assert not marker.exists(), "loading the teacher file ran its code"
+
+
+def test_a_hostile_gpt_neo_directory_runs_no_code_and_gets_one_paragraph(tmp_path):
+    """The SG's ``pretrained`` directory comes from elsewhere: a pickled ``pytorch_model.bin`` is never opened (its
+    payload does not run), a config that is not JSON or not GPT-Neo, and truncated safetensors, each get one
+    paragraph naming the file; a well-formed directory still loads."""
+    import json
+
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from lightning_nas.models.sg import load_pretrained
+
+    config = GPTNeoConfig(vocab_size=50, max_position_embeddings=64, hidden_size=16, num_layers=1, num_heads=2,
+                          attention_types=[[["global"], 1]])
+    good = tmp_path / "good"
+    GPTNeoForCausalLM(config).save_pretrained(good)
+    assert load_pretrained(str(good)).config.hidden_size == 16  # the well-formed control
+    marker = tmp_path / "ran"
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((good / "config.json").read_text())
+    with open(pickled / "pytorch_model.bin", "wb") as f:
+        pickle.dump(SystemPayload(marker), f)
+    with pytest.raises(FileNotFoundError, match=r"no model.safetensors \(only pytorch_model.bin: a pickled file"):
+        load_pretrained(str(pickled))
+
+    not_json = tmp_path / "not_json"
+    not_json.mkdir()
+    (not_json / "config.json").write_text("{'model_type': gpt_neo")
+    with pytest.raises(ValueError, match="config.json is not a JSON object"):
+        load_pretrained(str(not_json))
+
+    remote = tmp_path / "remote"  # a config that asks for code of its own: refused before anything loads
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": {"AutoModel": "evil.Model"}}))
+    (remote / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(ValueError, match="holds a 'evil' model; a GPT-Neo is needed"):
+        load_pretrained(str(remote))
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "config.json").write_text((good / "config.json").read_text())
+    data = (good / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors could not be loaded .*download it again"):
+        load_pretrained(str(truncated))
+    assert not marker.exists()

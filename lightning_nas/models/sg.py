@@ -122,17 +122,43 @@ class HLGrammar(LogitsProcessor):
 
 
 def load_pretrained(path: str) -> GPTNeoForCausalLM:
-    """A GPT-Neo from a local directory (``config.json`` + weights), never from the network."""
+    """A GPT-Neo from a local directory (``config.json`` + ``model.safetensors``), never from the network and
+    never running code: the config is read as JSON and must say ``gpt_neo`` before anything else loads, no remote
+    code is trusted, and the weights come from safetensors only — a pickled ``pytorch_model.bin`` (which can run
+    code when unpickled) is refused. Any unreadable file gets one paragraph naming it."""
+    import json
+
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"pretrained: {path!r} is not a local directory; lightning-nas never downloads "
                                 f"at run time — {HUB_HINT}")
-    if not (directory / "config.json").is_file():
+    config = directory / "config.json"
+    if not config.is_file():
         raise FileNotFoundError(f"pretrained: {directory} has no config.json; point it at the directory of a "
                                 f"Hugging Face GPT-Neo checkpoint ({HUB_HINT})")
-    model = GPTNeoForCausalLM.from_pretrained(directory, local_files_only=True)
-    if model.config.model_type != "gpt_neo":
-        raise ValueError(f"pretrained: {directory} holds a {model.config.model_type!r} model; a GPT-Neo is needed")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"pretrained: {config} is not a JSON object ({err}); the directory must be a Hugging Face "
+                         f"GPT-Neo checkpoint ({HUB_HINT})") from None
+    if model_type != "gpt_neo":
+        raise ValueError(f"pretrained: {directory} holds a {model_type!r} model; a GPT-Neo is needed ({HUB_HINT})")
+    if not (directory / "model.safetensors").is_file():
+        pickled = [p.name for p in directory.glob("*.bin")]
+        raise FileNotFoundError(
+            f"pretrained: {directory} has no model.safetensors"
+            + (f" (only {', '.join(pickled)}: a pickled file can run code when loaded, and is never opened)"
+               if pickled else "")
+            + f"; download the safetensors weights ({HUB_HINT})")
+    from safetensors import SafetensorError
+
+    try:
+        model = GPTNeoForCausalLM.from_pretrained(directory, local_files_only=True, use_safetensors=True,
+                                                  trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:  # truncated, corrupted or mismatched weights
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"pretrained: {directory / 'model.safetensors'} could not be loaded ({message}); the file "
+                         f"is damaged or not this config's weights — download it again ({HUB_HINT})") from None
     return model
 
 
