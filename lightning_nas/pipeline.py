@@ -162,6 +162,19 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def stage_fingerprint(name: str, settings: dict, upstream: str = "") -> str:
+    """The digest of a stage's settings (logging-only keys left out) chained with ``upstream`` (the previous
+    stage's); for the stages that score with an objective (:data:`OBJECTIVE_STAGES`) also the shipped trainability
+    range (``lightning_nas/zc/trainable_range.json``): a new range changes what a guarded search keeps, so it reruns
+    the search and everything after it."""
+    from .zc.trainability import RANGE_FILE
+
+    text = yaml.safe_dump({k: v for k, v in settings.items() if k not in UNTRACKED}, sort_keys=True)
+    if name in OBJECTIVE_STAGES and RANGE_FILE.is_file():
+        text += RANGE_FILE.read_text()
+    return _digest(upstream + text)
+
+
 def _run(name: str, settings_path: Path, resume: bool) -> None:
     """Run one stage on its resolved settings file."""
     kind = STAGES[name][0]
@@ -245,8 +258,7 @@ def _run_pipeline(config: PipelineConfig, log) -> dict:
     for name in STAGES:
         settings = resolve_stage(name, config.stages[name], config.workdir, config.rewrite, config.objective)
         text = yaml.safe_dump(settings, sort_keys=True)
-        fingerprint = _digest(upstream + yaml.safe_dump({k: v for k, v in settings.items() if k not in UNTRACKED},
-                                                        sort_keys=True))
+        fingerprint = stage_fingerprint(name, settings, upstream)
         upstream = fingerprint
         record = state.get(name, {})
         artifact = run.artifact(name)

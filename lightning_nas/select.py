@@ -144,6 +144,15 @@ def candidate_config(config: SelectConfig, arch_path: Path, root: Path, index: i
     return training_config(base, arch_path, root, f"select-{index}", config.seed, config.epochs, config.set)
 
 
+def _candidate(arch: Arch, config: SelectConfig, out: Path, index: int) -> tuple[dict, str | None, str]:
+    """Candidate ``index``'s folder ``<out>/candidate_<index>`` with its ``arch.json``, and its
+    :func:`candidate_config`."""
+    root = out / f"candidate_{index}"
+    root.mkdir(parents=True, exist_ok=True)
+    arch.save(root / "arch.json")
+    return candidate_config(config, root / "arch.json", root, index)
+
+
 def train_candidates(archs: list[Arch], config: SelectConfig, out: Path, log=print) -> list[dict]:
     """Train each architecture briefly (see the module docstring); one dict per candidate, in order: ``val_metric``
     (its best validation value), ``val_metric_name``, ``mode``, ``history`` (every epoch's value), ``seconds``."""
@@ -151,10 +160,7 @@ def train_candidates(archs: list[Arch], config: SelectConfig, out: Path, log=pri
 
     results = []
     for i, arch in enumerate(archs):
-        root = out / f"candidate_{i}"
-        root.mkdir(parents=True, exist_ok=True)
-        arch.save(root / "arch.json")
-        tree, monitor, mode = candidate_config(config, root / "arch.json", root, i)
+        tree, monitor, mode = _candidate(arch, config, out, i)
         start = time.perf_counter()
         cli = EvaluateCLI(args=tree, run=False)
         key = monitor or f"val/{getattr(cli.model, 'metric_name', 'acc')}"
@@ -193,10 +199,7 @@ def training_loss_candidates(archs: list[Arch], config: SelectConfig, out: Path,
 
     results = []
     for i, arch in enumerate(archs):
-        root = out / f"candidate_{i}"
-        root.mkdir(parents=True, exist_ok=True)
-        arch.save(root / "arch.json")
-        tree, _, _ = candidate_config(config, root / "arch.json", root, i)
+        tree, _, _ = _candidate(arch, config, out, i)
         tree["trainer"].update({"logger": False, "limit_val_batches": 0, "num_sanity_val_steps": 0,
                                 "enable_progress_bar": False})
         start = time.perf_counter()

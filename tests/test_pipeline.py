@@ -180,6 +180,24 @@ def test_a_second_pipeline_on_a_busy_run_directory_stops_at_once_with_rc_2(tmp_p
         assert (meta / "lock").read_text().startswith(f"pid {os.getpid()}")
 
 
+def test_a_new_trainability_range_reruns_the_search(tmp_path, monkeypatch):
+    """The guard's range is a package file, not a setting: it is part of the search and generate fingerprints, so a
+    rerun after ``benchmarks/objectives.py --write-range`` searches again; the other stages do not see it."""
+    import lightning_nas.zc.trainability as trainability
+    from lightning_nas.pipeline import stage_fingerprint
+
+    settings = {"objective": "guarded_tcet", "iterations": 10, "wandb": True}
+    range_file = tmp_path / "trainable_range.json"
+    range_file.write_text('{"measure": "grad_norm_at_init", "lo": 0, "hi": 228}')
+    monkeypatch.setattr(trainability, "RANGE_FILE", range_file)
+    before = {name: stage_fingerprint(name, settings, "up") for name in ("search", "generate", "gvae")}
+    assert stage_fingerprint("search", {**settings, "wandb": False}, "up") == before["search"]  # logging only
+    range_file.write_text('{"measure": "grad_norm_at_init", "lo": 0, "hi": 108}')
+    after = {name: stage_fingerprint(name, settings, "up") for name in ("search", "generate", "gvae")}
+    assert after["search"] != before["search"] and after["generate"] != before["generate"]
+    assert after["gvae"] == before["gvae"]
+
+
 def test_stage_settings_are_merged_and_overridden_with_omegaconf():
     """Files merged in order, paths re-rooted, dotted ``set`` keys (list items by index), ``${workdir}`` resolved;
     a list entered by a name is refused with the fix."""
