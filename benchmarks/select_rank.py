@@ -80,8 +80,6 @@ def simulate(rows: list[dict], tse: dict[int, dict], pools: int, pool_size: int,
     """Mean test accuracy (%, 5 and 15 epochs) of what each rule keeps from random pools (module docstring)."""
     from objectives import measured_range
 
-    from lightning_nas.select import diverse_top
-
     rng = random.Random(seed)
     picks = {"guarded_tcet": [], f"guarded_tcet top {top_n} + TSE": [], "TSE over the pool": [], "random": []}
     for _ in range(pools):
@@ -92,7 +90,7 @@ def simulate(rows: list[dict], tse: dict[int, dict], pools: int, pool_size: int,
                                        for r in rows if r["index"] not in inside])
         admitted = [r for r in pool if trainable.admits(r["grad_norm_at_init"])] or pool
         order = sorted(range(len(admitted)), key=lambda i: -admitted[i]["proxies"]["tcet"])
-        top = [admitted[i] for i in diverse_top(order, list(range(len(admitted))), top_n)]
+        top = [admitted[i] for i in order[:top_n]]  # random draws: every network its own HL architecture
         chosen = {"guarded_tcet": admitted[order[0]],
                   f"guarded_tcet top {top_n} + TSE": min(top, key=lambda r: tse[r["index"]]["train_loss_sum"]),
                   "TSE over the pool": min(pool, key=lambda r: tse[r["index"]]["train_loss_sum"]),

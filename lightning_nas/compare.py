@@ -67,7 +67,7 @@ def selected(scored: list[tuple[Arch, float]], select: SelectConfig, out: Path, 
     order = sorted(range(len(scored)), key=lambda i: (-scored[i][1], i))
     if select.top_n == 0:
         return scored[order[0]][0]
-    ranked = diverse_top(order, [json.dumps(a.to_json(), sort_keys=True) for a, _ in scored], select.top_n)
+    ranked = diverse_top(order, list(range(len(scored))), select.top_n)
     results = rank_candidates([scored[i][0] for i in ranked], select, out, log)
     return scored[ranked[best_index(results)]][0]
 
@@ -109,9 +109,8 @@ def alternatives(workdir: Path, hand_picked: Path, seed: int = 0, log=print,
         state = hl_evo(evo, evaluator, graphnet_cell, 1, study, "evo", method=f"Evo({objective})")
     if state.best is None:
         raise RuntimeError(f"compare: Evo({objective}) scored no architecture in {n} evaluations")
-    population = [(evaluator.materialise(c.hl, c.cells), score) for c, score in state.population]
-    archs["evo"] = selected(population, select, selection / "evo", log) if select.top_n else \
-        evaluator.materialise(state.best[0].hl, state.best[0].cells)
+    population = [(evaluator.materialise(c.hl, c.cells), score) for c, score in state.population]  # holds the best
+    archs["evo"] = selected(population, select, selection / "evo", log)
     log(f"[compare] alternatives ready: {n} random draws within budget, {draws} with no proxy, "
         f"Evo({objective}) over {n} evaluations"
         + (f"; random and evo's top {select.top_n} ranked by {select.rank} as generate's" if select.top_n else ""))

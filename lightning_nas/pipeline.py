@@ -245,7 +245,11 @@ def _run_pipeline(config: PipelineConfig, log) -> dict:
     run = RunDir(workdir)
     meta = run.pipeline
     state_path = meta / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    try:
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # written atomically: only an edit damages it
+        raise ValueError(f"{state_path}: not valid JSON ({err}); delete it and rerun: every stage runs again (zc and "
+                         "search resume from the archive, nothing stored is lost)") from None
     os.environ.setdefault("WANDB_RUN_GROUP", f"pipeline-{workdir.name}")
     os.environ.setdefault("WANDB_MODE", "offline")  # one mode for every stage of this process
 

@@ -99,9 +99,12 @@ def _json(path: Path, cache: bool = False):
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         if cache:
             return None
+        fix = ("delete it and rerun the pipeline: every stage runs again (zc and search resume from the archive)"
+               if path.name == "state.json" else
+               f"delete {path.parent} and rerun the pipeline: it runs that stage again and keeps the finished ones "
+               "before it")
         raise ValueError(f"{path}: not valid JSON ({err}); the stage that writes it was interrupted or the file was "
-                         f"edited — delete {path.parent} and rerun the pipeline (it reruns that stage and keeps the "
-                         "finished ones before it)") from None
+                         f"edited — {fix}") from None
 
 
 def _fingerprint(*paths: Path) -> str:
@@ -361,8 +364,9 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
     needed = [RunDir(w).arch, RunDir(w).metrics("generate"), RunDir(w).pipeline / "evaluate.yaml"]
     if not all(p.is_file() for p in needed):
         return "Needs the generate and evaluate stages."
+    select = run_select(w)
     key = {"seeds": config.compare_seeds, "epochs": config.compare_epochs, "hand_picked": config.hand_picked,
-           "draws": config.compare_draws, "select": asdict(run_select(w)),
+           "draws": config.compare_draws, "select": asdict(select),
            # the archive is written all the time (host latencies, layer timings): its probe and labels are the zc
            # stage's, which its metrics.json fingerprints
            "artifacts": _fingerprint(*needed, RunDir(w).metrics("zc"), Path(config.hand_picked))}
@@ -374,7 +378,6 @@ def _compare(w: Path, config: ReportConfig, log) -> str:
         out.write_text(json.dumps(rows, indent=1, default=float))
         key_file.write_text(json.dumps(key))
     rows = json.loads(out.read_text())
-    select = run_select(w)
     evaluate = yaml.safe_load((RunDir(w).pipeline / "evaluate.yaml").read_text())
     epochs = config.compare_epochs or (evaluate.get("trainer") or {}).get("max_epochs")
     objective = next((r.get("objective") for r in rows if r.get("objective")), "tcet")

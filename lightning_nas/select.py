@@ -10,8 +10,8 @@ test data is never looked at. Two ways to rank the trained candidates (``rank``)
   Architecture Search", NeurIPS 2021): the sum of the training losses over the first ``steps`` optimiser steps of the
   evaluate recipe's own run (scheduled for ``epochs`` epochs: its warm-up and learning rate); the smallest sum wins
   (no validation pass). A network whose gradients explode at initialisation learns slowly or diverges in those
-  steps; on ``data/graphnet_digits`` the sum over 20 steps ranks 15-epoch accuracy with Spearman +0.51 (5 epochs
-  +0.66) where no zero-cost proxy passes +0.35 (``benchmarks/results/select_rank.md``).
+  steps; on the 100 ``random-500k`` networks of ``data/graphnet_digits`` this sum over 20 steps ranks test accuracy
+  with Spearman +0.63 after 5 epochs and +0.50 after 15, T-CET +0.16 and −0.08 (``benchmarks/results/select_rank.md``).
 
 Each candidate trains with an evaluate config (``configs/evaluate/<task>.yaml``: its data module, model settings and
 trainer) in ``<out>/candidate_<i>``: the seed from ``seed`` (every candidate gets the same one), no checkpoints, its

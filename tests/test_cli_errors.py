@@ -336,3 +336,15 @@ def test_report_names_a_damaged_stage_file_and_recomputes_a_damaged_cache(tmp_pa
     assert _cached(cache, {"a": 1}, lambda: {"value": 2}, refresh=False) == {"value": 2}
     assert json.loads(cache.read_text()) == {"key": {"a": 1}, "result": {"value": 2}}
     assert _cached(cache, {"a": 1}, lambda: {"value": 3}, refresh=False) == {"value": 2}  # a sound cache is kept
+
+
+def test_a_damaged_pipeline_state_is_one_paragraph(tmp_path, capsys):
+    """``pipeline/state.json`` is written atomically, so only an edit damages it: the pipeline names it and the fix
+    (rc 2) before any stage runs, and leaves the file for the user to look at."""
+    state = tmp_path / "run" / "pipeline" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"zc": ')
+    code, stderr = run_in_process(capsys, "pipeline", "--config", str(REPO / "configs" / "pipeline" / "tiny.yaml"),
+                                  "--workdir", str(tmp_path / "run"))
+    assert_one_error(code, stderr, "state.json: not valid JSON", "delete it and rerun")
+    assert state.read_text() == '{"zc": ' and sorted(p.name for p in state.parent.iterdir()) == ["lock", "state.json"]

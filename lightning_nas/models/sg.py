@@ -155,7 +155,7 @@ def load_pretrained(path: str) -> GPTNeoForCausalLM:
     try:
         model = GPTNeoForCausalLM.from_pretrained(directory, local_files_only=True, use_safetensors=True,
                                                   trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:  # truncated, corrupted or mismatched weights
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:  # truncated, corrupt, mismatched
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"pretrained: {directory / 'model.safetensors'} could not be loaded ({message}); the file "
                          f"is damaged or not this config's weights — download it again ({HUB_HINT})") from None
