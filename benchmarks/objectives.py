@@ -265,8 +265,12 @@ def judge(values: list[float], accuracies: list[float], bootstrap: int, seed: in
 
 # ---- the trainable range (the guard of ``guarded_*``) ----------------------------------------------------------
 RANGE_FILE = REPO / "lightning_nas" / "zc" / "trainable_range.json"
-TRAINABLE_MARGIN = 0.03
-"""A network "trains" when its 15-epoch test accuracy is within this of the sample's median."""
+TRAINABLE_MARGIN = 0.02
+"""A network "trains" when its 15-epoch test accuracy is within this of the sample's median. 0.02 (bound 108), not
+the first table's 0.03 (bound 228): a search climbs to the bound — the demo's T-CET search returned networks at
+‖∇θL‖ 113–284, all one kind — and 0.02 is better out of fold (5-fold top-10 % 98.68 / 96.76 at 15 / 5 epochs against
+98.07 / 96.01) at no cost on NB201 (C-10 top-10 % 92.80 against 92.82; 4.5 % of its cells rejected); 0.015 and 0.01
+score lower by the default rule (81.5, 81.4 against 82.9)."""
 
 
 def measured_range(records: list[dict]):
