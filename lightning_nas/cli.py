@@ -13,6 +13,7 @@ line on stderr and exits with code 2, like a bad option does; ``LIGHTNING_NAS_DE
 
 from __future__ import annotations
 
+import errno
 import importlib
 import linecache
 import os
@@ -64,6 +65,32 @@ def find_usage_error(err: BaseException) -> BaseException | None:
             return err
         err, seen = err.__cause__, seen + 1
     return None
+
+
+_DISK_FULL_MESSAGES = ("database or disk is full", "file write failed", "no space left on device")
+
+
+def find_disk_full(err: BaseException) -> BaseException | None:
+    """The exception in ``err``'s chain (itself, its causes and contexts) that says the disk is full: an ``OSError``
+    with ``ENOSPC``/``EDQUOT``, SQLite's "database or disk is full", torch's "file write failed" (``torch.save``'s
+    zip writer) — the one error a user causes that no setting names."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        if not isinstance(err, OSError) and any(m in str(err).lower() for m in _DISK_FULL_MESSAGES):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def report_disk_full(err: BaseException) -> None:
+    where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+    print(f"error: the disk is full{where} ({str(err).strip() or type(err).__name__}).\n"
+          "       What was stored before is kept: archives are SQLite (the interrupted transaction is rolled back), a "
+          "pipeline stage counts as done only once it finished (the next `pipeline` run redoes the one cut short).\n"
+          "       Free some space (`df -h` on the run directory) or point the run at another disk, then run the same "
+          "command again.", file=sys.stderr)
 
 
 def report_usage_error(err: BaseException) -> None:
@@ -124,4 +151,10 @@ def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) ->
         if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or usage is None:
             raise
         report_usage_error(usage)
+        sys.exit(2)
+    except Exception as err:
+        full = find_disk_full(err)
+        if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or full is None:
+            raise
+        report_disk_full(full)
         sys.exit(2)

@@ -113,22 +113,38 @@ def _quiet_jit():
 
 
 def export_network(network, example, fmt: str, out: Path) -> None:
-    """Write ``network`` (eval mode, CPU) traced on ``example`` to ``out`` in format ``fmt``, batch axis dynamic."""
+    """Write ``network`` (eval mode, CPU) traced on ``example`` to ``out`` in format ``fmt``, batch axis dynamic.
+
+    The file is serialised in memory first and written by Python, so a full disk is an ``OSError`` (ENOSPC: one
+    paragraph from the CLI) rather than an abort inside torch's C++ writer, and a half-written file is removed."""
+    import io
+    import tempfile
+
     import torch
 
     batch = torch.export.Dim("batch", min=1)
+    buffer = io.BytesIO()
     if fmt == "pt2":
         program = torch.export.export(network, (example,), dynamic_shapes=({0: batch},))
-        torch.export.save(program, out)
+        torch.export.save(program, buffer)
     elif fmt == "torchscript":
         with _quiet_jit():
             traced = torch.jit.trace(network, example)
-        traced.save(str(out))
+        buffer.write(traced.save_to_buffer())
     else:
         onnx_program = torch.onnx.export(network, (example,), dynamo=True, opset_version=ONNX_OPSET,
                                          dynamic_shapes=({0: batch},), input_names=["input"], output_names=["output"],
                                          verbose=False, external_data=False)
-        onnx_program.save(str(out), external_data=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_program.save(Path(tmp) / "model.onnx", external_data=False)
+            buffer.write((Path(tmp) / "model.onnx").read_bytes())
+    try:
+        with open(out, "wb") as file:
+            file.write(buffer.getvalue())
+    except OSError:
+        if Path(out).is_file():
+            Path(out).unlink()  # no half-written model for a later step to load
+        raise
 
 
 def load_exported(fmt: str, out: Path):

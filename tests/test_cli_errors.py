@@ -348,3 +348,29 @@ def test_a_damaged_pipeline_state_is_one_paragraph(tmp_path, capsys):
                                   "--workdir", str(tmp_path / "run"))
     assert_one_error(code, stderr, "state.json: not valid JSON", "delete it and rerun")
     assert state.read_text() == '{"zc": ' and sorted(p.name for p in state.parent.iterdir()) == ["lock", "state.json"]
+
+
+def test_a_full_disk_is_recognised_through_sqlite_and_chained_errors(tmp_path):
+    """SQLite's own full-disk error (a real one: the database may not grow past its page limit), an ENOSPC under
+    another exception, and nothing else count as a full disk (``cli.find_disk_full``)."""
+    import errno
+    import sqlite3
+
+    from lightning_nas.cli import find_disk_full
+
+    db = sqlite3.connect(tmp_path / "a.sqlite")
+    db.execute("CREATE TABLE t (x BLOB)")
+    db.execute("PRAGMA max_page_count = 3")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        db.execute("INSERT INTO t VALUES (?)", (b"x" * 100_000,))
+    db.close()
+    assert find_disk_full(full.value) is full.value
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+        except OSError as err:
+            raise RuntimeError("writing the checkpoint failed") from err
+    except RuntimeError as err:
+        assert find_disk_full(err).errno == errno.ENOSPC
+    assert find_disk_full(OSError(errno.EACCES, "Permission denied")) is None
+    assert find_disk_full(ValueError("budget: params must be positive")) is None

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -212,3 +213,17 @@ def test_every_export_format_has_a_file_suffix_and_a_bad_one_is_refused_by_the_p
     with pytest.raises(SystemExit) as exit_:
         cli_main(["export", "--ckpt", "x.ckpt", "--format", "keras"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full (every write: ENOSPC)")
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_full_disk_is_one_paragraph_with_rc_2(checkpoints, fmt, capsys):
+    """Writing to a full disk (``/dev/full``: every write fails with ENOSPC, as on a full file system) ends in one
+    paragraph naming the cause and what is kept, exit code 2 — not a torch/onnx traceback (issue #30)."""
+    ckpt, _ = checkpoints["classifier"]
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["export", "--ckpt", str(ckpt), "--format", fmt, "--out", "/dev/full"], exit_on_error=True)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the disk is full") and "Traceback" not in err
+    assert "run the same command again" in err and len(err.splitlines()) == 3
