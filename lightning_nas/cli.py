@@ -84,8 +84,21 @@ def find_disk_full(err: BaseException) -> BaseException | None:
     return None
 
 
+def remove_partial_copy(err: BaseException) -> Path | None:
+    """The destination of a copy that a full disk cut short (``err.filename2``, e.g. Lightning moving a checkpoint
+    from its temporary file): removed, so that nothing reads a truncated file as a finished one."""
+    target = getattr(err, "filename2", None)
+    if target and Path(target).is_file():
+        Path(target).unlink()
+        return Path(target)
+    return None
+
+
 def report_disk_full(err: BaseException) -> None:
-    where = f" writing {err.filename}" if getattr(err, "filename", None) else ""
+    target = getattr(err, "filename2", None) or getattr(err, "filename", None)
+    where = f" writing {target}" if target else ""
+    if remove_partial_copy(err) is not None:
+        where += " (the half-written file was removed)"
     print(f"error: the disk is full{where} ({str(err).strip() or type(err).__name__}).\n"
           "       What was stored before is kept: archives are SQLite (the interrupted transaction is rolled back), a "
           "pipeline stage counts as done only once it finished (the next `pipeline` run redoes the one cut short).\n"

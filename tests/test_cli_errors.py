@@ -374,3 +374,17 @@ def test_a_full_disk_is_recognised_through_sqlite_and_chained_errors(tmp_path):
         assert find_disk_full(err).errno == errno.ENOSPC
     assert find_disk_full(OSError(errno.EACCES, "Permission denied")) is None
     assert find_disk_full(ValueError("budget: params must be positive")) is None
+
+
+def test_a_copy_cut_short_by_a_full_disk_is_removed(tmp_path, capsys):
+    """Lightning saves a checkpoint to a temporary file and moves it; a full disk stops the copy half-way. The error
+    names the destination and removes the truncated file (a later ``--ckpt_path`` must not find it)."""
+    import errno
+
+    from lightning_nas.cli import report_disk_full
+
+    half = tmp_path / "best-epoch=0.ckpt"
+    half.write_bytes(b"PK\x03\x04 truncated")
+    report_disk_full(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmpabc"), None, str(half)))
+    err = capsys.readouterr().err
+    assert not half.exists() and f"writing {half} (the half-written file was removed)" in err
