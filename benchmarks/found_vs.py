@@ -61,6 +61,15 @@ def selection_label(select) -> str:
     return f"top{select.top_n}-{select.rank}" if select.top_n else "none"
 
 
+def setting(row: dict) -> str:
+    """The experiment a found/random/evo row belongs to: the run's objective (with the trainability guard's upper
+    bound, ``guard_hi``, when guarded — the bound moved from 228 to 108 on 2026-12-07) and its final selection."""
+    objective = row.get("objective") or "?"
+    if row.get("guard_hi") is not None:
+        objective += f" (‖∇θL‖ ≤ {row['guard_hi']:.0f})"
+    return f"{objective}, selection {row.get('selection', 'none')}"
+
+
 def spec_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -88,6 +97,7 @@ def networks(workdir: Path, generate_seeds: list[int], log=print) -> list[dict]:
         evaluation = evaluator(arch) if name != "hand-picked" else None
         cost = evaluator.cost(task_network(evaluator.task, arch))
         out.append({"name": name, "generate_seed": seed, "spec": arch.to_json(), "objective": evaluator.objective,
+                    "guard_hi": evaluator.trainable.hi if evaluator.trainable is not None else None,
                     "score": evaluation.score if evaluation is not None else None,
                     "grad_norm_at_init": init_grad_norm(arch, evaluator.task), "params": cost["params"],
                     "macs": cost["macs"], "selection": selection, **(extra or {})})
@@ -139,8 +149,8 @@ def train(net: dict, train_seed: int, recipe: dict, threads: int) -> list[dict]:
         cli.trainer.callbacks.append(callback)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = round(time.perf_counter() - start, 1)
-    keep = ("name", "generate_seed", "objective", "selection", "grad_norm_at_init", "params", "macs", "score", "answer",
-            "spec")
+    keep = ("name", "generate_seed", "objective", "guard_hi", "selection", "grad_norm_at_init", "params", "macs",
+            "score", "answer", "spec")
     return [{**{k: net[k] for k in keep if k in net}, "train_seed": train_seed, "epochs": e,
              "test_metric": callback.test.get(e), "seconds": seconds, "commit": commit(), "threads": threads}
             for e in (EARLY_EPOCH, EPOCHS)]
@@ -173,11 +183,12 @@ def summary(rows: list[dict]) -> str:
              "difference over the pairs both have (± its standard error); ‖∇θL‖: median `grad_norm_at_init`. "
              "**selection**: how generate chose among its candidates — `none`, the objective's best; `topN-train_loss`,"
              " the objective's top N ranked by their first training losses (`lightning_nas.select`); random and evo "
-             "get the same selection, hand-picked and random-no-proxy rows are shared by every setting.", ""]
-    settings = list(dict.fromkeys(r.get("selection", "none") for r in reversed(rows) if r["name"] not in SHARED))
-    for setting in settings:
-        mine = [r for r in rows if r["name"] in SHARED or r.get("selection", "none") == setting]
-        lines += [f"## selection: {setting}", ""] + _summary(mine)
+             "get the same selection, hand-picked and random-no-proxy rows are shared by every setting (a setting: the "
+             "objective, its guard's bound ‖∇θL‖ ≤ hi, and the selection; newest first).", ""]
+    settings = list(dict.fromkeys(setting(r) for r in reversed(rows) if r["name"] not in SHARED))
+    for each in settings:
+        mine = [r for r in rows if r["name"] in SHARED or setting(r) == each]
+        lines += [f"## {each}", ""] + _summary(mine)
     return "\n".join(lines)
 
 

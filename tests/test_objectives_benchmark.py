@@ -47,7 +47,7 @@ def test_the_measured_range_separates_the_shipped_ground_truth():
     admitted_good = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a >= floor)
     admitted_bad = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a < floor)
     good, bad = sum(a >= floor for a in acc), sum(a < floor for a in acc)
-    assert admitted_good / good >= 0.9 and admitted_bad / bad <= 0.2  # measured: 88/90 and 0/10
+    assert admitted_good / good >= 0.9 and admitted_bad / bad <= 0.2  # measured: 82/88 and 0/12 (margin 2 points)
     shipped = json.loads(bench.RANGE_FILE.read_text())
     assert shipped["hi"] == pytest.approx(trainable.hi, rel=0.5)  # the shipped file is this rule's output
 
@@ -66,11 +66,15 @@ def test_found_vs_table_pairs_found_with_each_alternative():
     assert "+2.05 ± 0.03 (4)" in random_line  # found − random: 0.02 and 0.021, twice each
     assert "-1.95 ± 0.03 (4)" in hand_line  # the one hand-picked network paired with every found one
     assert "## 5 epochs" in table and found_vs.spec_key({"a": 1}) == found_vs.spec_key({"a": 1})
-    # a later run with a final selection: its found and random rows a section of their own, the hand-picked shared
+    # later runs with a final selection, then with another guard bound: each a section of its own, hand-picked shared
     later = [{**row(name, 0, t, 15, acc), "selection": "top10-train_loss"}
              for name, acc in (("found", 0.99), ("random", 0.98)) for t in (0, 1)]
-    sections = found_vs.summary(rows + later).split("## selection: ")
-    assert [s.split("\n", 1)[0] for s in sections[1:]] == ["top10-train_loss", "none"]  # the newest first
+    tighter = [{**row(name, 0, t, 15, acc), "guard_hi": 108.1} for name, acc in (("found", 0.96),) for t in (0, 1)]
+    sections = found_vs.summary(rows + later + tighter).split("\n## ")
+    assert [s.split("\n", 1)[0] for s in sections[1:]] == [
+        "guarded_tcet (‖∇θL‖ ≤ 108), selection none", "guarded_tcet, selection top10-train_loss",
+        "guarded_tcet, selection none"]  # the newest first
+    sections = sections[1:]
     new_random = next(line for line in sections[1].splitlines() if line.startswith("| random |"))
     new_hand = next(line for line in sections[1].splitlines() if line.startswith("| hand-picked |"))
     assert "| 2 |" in new_random and "+1.00 ± 0.00 (2)" in new_random and "0.00 ± 0.00 (2)" in new_hand
