@@ -94,10 +94,11 @@ def remove_partial_copy(err: BaseException) -> Path | None:
     return None
 
 
-def report_disk_full(err: BaseException) -> None:
+def report_disk_full(err: BaseException, removed: Path | None = None) -> None:
+    """The one paragraph for a full disk (``removed``: the half-written file :func:`remove_partial_copy` deleted)."""
     target = getattr(err, "filename2", None) or getattr(err, "filename", None)
     where = f" writing {target}" if target else ""
-    if remove_partial_copy(err) is not None:
+    if removed is not None:
         where += " (the half-written file was removed)"
     print(f"error: the disk is full{where} ({str(err).strip() or type(err).__name__}).\n"
           "       What was stored before is kept: archives are SQLite (the interrupted transaction is rolled back), a "
@@ -151,7 +152,8 @@ def _dispatch(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) -> None:
     """Run ``argv`` (default: the process's command line). ``exit_on_error`` (default: ``argv is None``, i.e. run
-    as a program) turns a usage error (:func:`is_usage_error`) into one ``error:`` line on stderr and exit code 2,
+    as a program) turns a usage error (:func:`is_usage_error`) into one ``error:`` line on stderr and exit code 2 (a
+    full disk, :func:`find_disk_full`, into one paragraph),
     unless ``LIGHTNING_NAS_DEBUG`` is set; otherwise (``main(argv)`` from Python: the pipeline, tests) it
     propagates."""
     if exit_on_error is None:
@@ -159,15 +161,14 @@ def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) ->
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _dispatch(argv)
-    except USAGE_ERRORS as err:
-        usage = find_usage_error(err)
-        if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or usage is None:
-            raise
-        report_usage_error(usage)
-        sys.exit(2)
     except Exception as err:
         full = find_disk_full(err)
-        if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or full is None:
+        removed = remove_partial_copy(full) if full is not None else None  # also with a traceback: none left to read
+        usage = find_usage_error(err) if isinstance(err, USAGE_ERRORS) else None
+        if not exit_on_error or os.environ.get(DEBUG_ENV, "") not in ("", "0") or (usage or full) is None:
             raise
-        report_disk_full(full)
+        if usage is not None:
+            report_usage_error(usage)
+        else:
+            report_disk_full(full, removed)
         sys.exit(2)

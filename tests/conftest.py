@@ -1,5 +1,4 @@
 import gzip
-import os
 import pickle
 import random
 from pathlib import Path
@@ -11,18 +10,6 @@ from scipy.io import savemat
 from datamodules.nb360.tasks import ECG_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def pytest_configure(config):
-    """Under pytest-xdist (``make test`` runs ``-n 2``) the workers split the cores: torch threads, and those of the
-    subprocesses a test starts (``OMP_NUM_THREADS``), so two workers do not oversubscribe a 2-core machine."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        import torch
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -376,15 +376,22 @@ def test_a_full_disk_is_recognised_through_sqlite_and_chained_errors(tmp_path):
     assert find_disk_full(ValueError("budget: params must be positive")) is None
 
 
-def test_a_copy_cut_short_by_a_full_disk_is_removed(tmp_path, capsys):
+def test_a_copy_cut_short_by_a_full_disk_is_removed(tmp_path, capsys, monkeypatch):
     """Lightning saves a checkpoint to a temporary file and moves it; a full disk stops the copy half-way. The error
     names the destination and removes the truncated file (a later ``--ckpt_path`` must not find it)."""
     import errno
 
-    from lightning_nas.cli import report_disk_full
+    from lightning_nas import cli
 
     half = tmp_path / "best-epoch=0.ckpt"
     half.write_bytes(b"PK\x03\x04 truncated")
-    report_disk_full(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmpabc"), None, str(half)))
+
+    def cut_short(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tmpabc"), None, str(half))
+
+    monkeypatch.setattr(cli, "_dispatch", cut_short)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["evaluate"], exit_on_error=True)
     err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: the disk is full")
     assert not half.exists() and f"writing {half} (the half-written file was removed)" in err
