@@ -162,7 +162,8 @@ def test_search_stage_end_to_end_writes_history_outputs_and_resumes(tiny_archive
     assert metrics["objective"] == DEFAULT_OBJECTIVE  # recorded: generate ranks by it
     best_big, best_small = f"best_{DEFAULT_OBJECTIVE}_big", f"best_{DEFAULT_OBJECTIVE}_small"
     assert (metrics["iterations"] == 10
-            and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["failed"] == 10)
+            and metrics["evaluations"] + metrics["discarded_over_budget"] + metrics["rejected"] + metrics["failed"]
+            == 10)  # every iteration counted once: scored, over budget, rejected by the guard, or failed
     assert metrics["evals_per_s"] > 0 and metrics[best_big] > 0 and metrics[best_small] > 0
     out = tmp_path / "search"
     assert json.loads((out / "metrics.json").read_text()) == metrics
