@@ -20,9 +20,12 @@ demo: $(STAMP)
 	$(PY) -m lightning_nas pipeline --config configs/pipeline/tiny.yaml
 	$(PY) -m lightning_nas report runs/demo --table1_samples 8 --table2_iterations 50 --compare_epochs 5
 
+# TEST_WORKERS pytest-xdist processes, one test file each at a time (a file's fixtures are built once);
+# the 20 slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 # make evaluate TASK=<digits|cifar10|cifar100|imagenet|spherical|darcy_flow|psicov|cosmic|ninapro|ecg|satellite|deepsea>
 #               [ARCH=path/to/arch.json] [RECIPE=fast|zennas_cifar|zennas_imagenet] [RESUME=1: from the last checkpoint]

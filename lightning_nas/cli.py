@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None, *, exit_on_error: bool | None = None) ->
     if exit_on_error is None:
         exit_on_error = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .distributed import reserve_local_port
+
+    reserve_local_port()  # before any stage spawns ranks: two processes started together never share a port
     try:
         _dispatch(argv)
     except Exception as err:

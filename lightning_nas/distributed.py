@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 Strategy = Literal["auto", "ddp", "ddp_spawn"]
@@ -36,6 +37,48 @@ def launch_settings(workers: int = 1, devices: int = 0, num_nodes: int = 1, stra
     processes = devices or workers
     return {"accelerator": "gpu" if devices else "cpu", "devices": processes, "num_nodes": num_nodes,
             "strategy": resolve_strategy(strategy, processes * num_nodes)}
+
+
+PORT_ENV = "STANDALONE_PORT"
+"""Lightning's own override of the port it would pick for a job it spawns on this machine
+(``lightning.fabric.plugins.environments.lightning.find_free_network_port``)."""
+PORT_OWNER_ENV = "LIGHTNING_NAS_PORT_OWNER"
+"""The pid that :func:`reserve_local_port` drew :data:`PORT_ENV` for: a child process that inherits it draws its own."""
+
+
+def reserve_local_port() -> int | None:
+    """Give this process its own port for the jobs it spawns (``ddp_spawn``), unless the user or a launcher chose one
+    (``MASTER_PORT``, as torchrun sets it, or :data:`PORT_ENV`; SLURM jobs derive theirs from the job id): a port
+    drawn at random below the kernel's ephemeral range and free now; a process started by one that drew a port
+    draws its own. Left to Lightning, two processes that spawn at the same moment (two ``zc`` stages, two pipelines)
+    can both get the port the kernel hands out next: one fails with EADDRINUSE and the other's ranks wait forever
+    for the peers that joined the wrong job. The port is reused by this process's later launches (one at a time;
+    the store's socket is rebindable). Returns this process's port, or ``None`` (the user's choice, or none free)."""
+    import random
+    import socket
+
+    owner = os.environ.get(PORT_OWNER_ENV)
+    if "MASTER_PORT" in os.environ or (PORT_ENV in os.environ and owner is None):
+        return None  # the user's (or a launcher's) choice
+    if owner == str(os.getpid()):
+        return int(os.environ[PORT_ENV])
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    draw = random.SystemRandom()  # not the seeded generators: a run's results never depend on its port
+    low, high = 10_000, max(10_001, ephemeral - 1)
+    for _ in range(100):
+        port = draw.randint(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("", port))  # where the job's store will listen
+            except OSError:
+                continue
+        os.environ[PORT_ENV], os.environ[PORT_OWNER_ENV] = str(port), str(os.getpid())
+        return port
+    os.environ.pop(PORT_ENV, None)  # an inherited draw: not ours to share
+    return None  # nothing free in the range: Lightning picks as before
 
 
 def threads_per_process(threads: int, processes: int) -> int:

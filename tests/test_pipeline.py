@@ -293,10 +293,16 @@ def test_one_config_and_seed_give_a_byte_identical_arch_json_in_two_processes(tm
         log = open(tmp_path / name / "stderr.log", "w")  # noqa: SIM115 (closed with the process below)
         procs[name] = (subprocess.Popen([sys.executable, "-m", "lightning_nas", "pipeline", "--config",
                                          str(config_file)], cwd=tmp_path / name, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=log), log)
-    for name, (proc, log) in procs.items():
-        assert proc.wait(timeout=1800) == 0, (tmp_path / name / "stderr.log").read_text()[-3000:]
-        log.close()
+                                        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True), log)
+    try:
+        for name, (proc, _) in procs.items():
+            assert proc.wait(timeout=900) == 0, (tmp_path / name / "stderr.log").read_text()[-3000:]
+    finally:  # a failure leaves no process running into the next test
+        for proc, log in procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # with the ranks it spawned
+                proc.wait()
+            log.close()
     a, b = tmp_path / "a" / "run", tmp_path / "b" / "run"
     with Archive(a / "archive.sqlite", create=False) as x, Archive(b / "archive.sqlite", create=False) as y:
         probe = x.resolve_probe()
