@@ -124,7 +124,7 @@ def test_pipeline_runs_every_stage_skips_finished_work_and_survives_kill_9(tmp_p
     for r in compared:
         draws = 2 if r["name"] == "random-no-proxy" else 1  # the no-proxy draws are trained once each
         assert {"params", "macs", "score", "objective", "test_metric_mean"} <= set(r) and r["draws"] == draws
-        assert len(r["test_metrics"]) == draws and r["objective"] == generated["objective"] == "guarded_tcet"
+        assert len(r["test_metrics"]) == draws and r["objective"] == generated["objective"] == "guarded_snip_ssnr"
         assert 0 <= r["test_metric_mean"] <= 1 and (r["name"] == "hand-picked" or r["within_budget"])
         assert r["grad_norm_at_init"] > 0
         assert r["score"] is not None  # scored even when over the budget
@@ -188,11 +188,11 @@ def test_a_new_trainability_range_reruns_the_search(tmp_path, monkeypatch):
 
     settings = {"objective": "guarded_tcet", "iterations": 10, "wandb": True}
     range_file = tmp_path / "trainable_range.json"
-    range_file.write_text('{"measure": "grad_norm_at_init", "lo": 0, "hi": 228}')
+    range_file.write_text('{"measure": "grad_norm_at_init", "spaces": {"graphnet": {"lo": 0, "hi": 108}}}')
     monkeypatch.setattr(trainability, "RANGE_FILE", range_file)
     before = {name: stage_fingerprint(name, settings, "up") for name in ("search", "generate", "gvae")}
     assert stage_fingerprint("search", {**settings, "wandb": False}, "up") == before["search"]  # logging only
-    range_file.write_text('{"measure": "grad_norm_at_init", "lo": 0, "hi": 108}')
+    range_file.write_text('{"measure": "grad_norm_at_init", "spaces": {"graphnet": {"lo": 0.3, "hi": 20.4}}}')
     after = {name: stage_fingerprint(name, settings, "up") for name in ("search", "generate", "gvae")}
     assert after["search"] != before["search"] and after["generate"] != before["generate"]
     assert after["gvae"] == before["gvae"]
@@ -219,7 +219,7 @@ def test_the_pipeline_objective_sets_search_and_generate_only():
     """One ``objective:`` for the chain: it replaces the search and generate stages' own, leaves the rest alone,
     and an unknown name is refused before anything runs."""
     spec = {"config": str(REPO / "configs/search/tiny.yaml"), "set": {}}
-    assert resolve_stage("search", spec, "runs/x", "runs/tiny")["objective"] == "guarded_tcet"  # the stage's own
+    assert resolve_stage("search", spec, "runs/x", "runs/tiny")["objective"] == "guarded_snip_ssnr"  # the stage's own
     assert resolve_stage("search", spec, "runs/x", "runs/tiny", "naswot")["objective"] == "naswot"
     generate = {"config": str(REPO / "configs/generate/tiny.yaml"), "set": {}}
     assert "objective" not in resolve_stage("generate", generate, "runs/x", "runs/tiny")  # null: follow the search

@@ -6,7 +6,7 @@ measured once on trained ground truth (``data/graphnet_digits``) and must mean t
 the run's ``zc`` stage chose (the probe's own ``grad_norm`` moved the digits default 3× between a 32-image digits
 probe and a 2-image Gaussian one). :func:`separating_range` places the bound *between* the networks that train and
 those that do not (the threshold that separates them best, at the geometric midpoint of the gap), not at the largest
-value one trainable network happened to have.
+value one trainable network happened to have. Each network family has its own range (:data:`SPACES`).
 """
 
 from __future__ import annotations
@@ -105,9 +105,21 @@ def separating_range(values: Sequence[float | None], trains: Sequence[bool], sou
     return TrainableRange(lo, hi, source)
 
 
-def shipped_range() -> TrainableRange:
-    """The trainable range shipped with the package (``trainable_range.json``, set from ``data/graphnet_digits`` by
-    ``benchmarks/objectives.py --write-range``); a clear error while none has been measured."""
+SPACES = ("graphnet", "nb201")
+"""The network families a range is measured for: ``graphnet`` (the macro networks of
+:func:`~lightning_nas.space.network.task_network`, what the search and ``generate`` build) and ``nb201`` (NB201's
+fixed skeleton around one cell). One range cannot serve both: in GraphNet's macro space large initial gradients mark
+networks that do not train (15-epoch ρ(‖∇θL‖, accuracy) = −0.68 on ``data/graphnet_digits``), in NB201 small ones do
+(cells of pooling, skips and zeros); ``benchmarks/objectives.md`` has the numbers."""
+
+
+def shipped_range(space: str = "graphnet") -> TrainableRange:
+    """The trainable range of ``space`` (:data:`SPACES`) shipped with the package (``trainable_range.json``, set
+    from trained ground truth by ``benchmarks/objectives.py --write-range``); a clear error while none has been
+    measured."""
+    if space not in SPACES:
+        raise ValueError(f"no trainable range for the space {space!r}; spaces: {', '.join(SPACES)}")
+    fix = "rerun benchmarks/objectives.py --write-range"
     if not RANGE_FILE.is_file():
         raise FileNotFoundError(f"{RANGE_FILE}: no trainable range measured yet (benchmarks/objectives.py "
                                 "--write-range sets it from data/graphnet_digits); choose an unguarded objective, or "
@@ -115,5 +127,9 @@ def shipped_range() -> TrainableRange:
     info = json.loads(RANGE_FILE.read_text())
     if info.get("measure") != GUARD_MEASURE:
         raise ValueError(f"{RANGE_FILE}: a range of {info.get('measure', 'the probe grad_norm')!r}, the guard "
-                         f"compares {GUARD_MEASURE!r}: rerun benchmarks/objectives.py --write-range")
-    return TrainableRange(float(info["lo"]), float(info["hi"]), str(info.get("source", RANGE_FILE.name)))
+                         f"compares {GUARD_MEASURE!r}: {fix}")
+    if space not in info.get("spaces", {}):
+        raise ValueError(f"{RANGE_FILE}: no range for the space {space!r} (it has "
+                         f"{', '.join(info.get('spaces', {})) or 'none'}): {fix}")
+    entry = info["spaces"][space]
+    return TrainableRange(float(entry["lo"]), float(entry["hi"]), str(entry.get("source", RANGE_FILE.name)))
