@@ -155,18 +155,20 @@ def found_vs_alternatives(workdir: str | Path, hand_picked: str | Path, seeds: l
                   enumerate(found)]
         archs = [found] if isinstance(found, Arch) else list(found)
         evaluations = [evaluator(arch) for arch in archs]
-        scores = [e.score if e.status != "over_budget" else unbounded(arch).score
-                  for arch, e in zip(archs, evaluations, strict=True)]
+        scored = [e if e.status != "over_budget" else unbounded(arch) for arch, e in zip(archs, evaluations,
+                                                                                          strict=True)]
+        scores = [e.score for e in scored if e.score is not None]  # none for a network the guard rejects
         start = time.perf_counter()
         metrics = [train_and_test(base, arch, seed, workdir / "report" / "compare" / tag, f"compare-{tag}")
                    for arch, seed, tag in runs]
         grads = [init_grad_norm(arch, evaluator.task, seeds[0]) for arch in archs]
-        score = statistics.mean(scores) if None not in scores else None
+        score = statistics.mean(scores) if scores else None
         rows.append({"name": name, "objective": evaluator.objective, "draws": len(archs),
                      "params": statistics.mean(e.params for e in evaluations),
                      "macs": statistics.mean(e.macs for e in evaluations),
                      "score": score, "tcet": score if evaluator.objective == "tcet" else None,
                      "within_budget": all(e.status != "over_budget" for e in evaluations),
+                     "rejected": sum(e.status == "rejected" for e in scored),
                      "grad_norm_at_init": statistics.median(grads),
                      "test_metric_mean": statistics.mean(metrics), "test_metrics": metrics,
                      "train_seeds": [seed for _, seed, _ in runs],

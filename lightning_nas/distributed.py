@@ -58,6 +58,8 @@ def reserve_local_port() -> int | None:
     import socket
 
     owner = os.environ.get(PORT_OWNER_ENV)
+    if owner not in (None, str(os.getpid())) and os.environ.get("MASTER_PORT") == os.environ.get(PORT_ENV):
+        del os.environ["MASTER_PORT"]  # not a launcher's: Lightning left it in our parent's environment after a spawn
     if "MASTER_PORT" in os.environ or (PORT_ENV in os.environ and owner is None):
         return None  # the user's (or a launcher's) choice
     if owner == str(os.getpid()):

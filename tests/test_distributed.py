@@ -19,10 +19,18 @@ def test_each_process_draws_its_own_free_port_and_keeps_the_users(monkeypatch):
         s.bind(("", port))  # free
     assert reserve_local_port() == port  # this process's later launches reuse it
     # a process started from this one inherits the variables and draws its own
-    code = "from lightning_nas.distributed import reserve_local_port as r; print(r())"
-    children = [int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                   env=os.environ).stdout) for _ in range(3)]
+    code = ("import os; from lightning_nas.distributed import reserve_local_port as r; "
+            "print(r(), os.environ.get('MASTER_PORT'))")
+
+    def child(**extra) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, **extra}).stdout.split()
+
+    children = [int(child()[0]) for _ in range(3)]
     assert all(10_000 <= p < ephemeral for p in children) and children != [port] * 3  # (inherited: all three equal)
+    # the MASTER_PORT that Lightning leaves behind in a process that spawned ranks is not a launcher's choice
+    drawn, master = child(MASTER_PORT=str(port))
+    assert drawn != "None" and master == "None"
     monkeypatch.setenv(PORT_ENV, "23456")  # the user's own choice (no owner) is left alone
     monkeypatch.delenv(PORT_OWNER_ENV)
     assert reserve_local_port() is None and os.environ[PORT_ENV] == "23456"

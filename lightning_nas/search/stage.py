@@ -162,7 +162,11 @@ def _plot_pareto(path: Path, points: list[tuple[float, float]], best: tuple[floa
     ax.set_xlabel("params (M)")
     ax.set_ylabel("objective")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    if points or best is not None:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no child scored yet\n(each rejected, over budget or failed)", ha="center", va="center",
+                transform=ax.transAxes)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(path.name + ".tmp")
