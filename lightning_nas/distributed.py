@@ -57,6 +57,8 @@ def reserve_local_port() -> int | None:
     import random
     import socket
 
+    if "LOCAL_RANK" in os.environ:
+        return None  # a rank that torchrun or Lightning's `ddp` launcher started: its MASTER_PORT is the job's
     owner = os.environ.get(PORT_OWNER_ENV)
     if owner not in (None, str(os.getpid())) and os.environ.get("MASTER_PORT") == os.environ.get(PORT_ENV):
         del os.environ["MASTER_PORT"]  # not a launcher's: Lightning left it in our parent's environment after a spawn

@@ -31,6 +31,8 @@ def test_each_process_draws_its_own_free_port_and_keeps_the_users(monkeypatch):
     # the MASTER_PORT that Lightning leaves behind in a process that spawned ranks is not a launcher's choice
     drawn, master = child(MASTER_PORT=str(port))
     assert drawn != "None" and master == "None"
+    # but a rank that Lightning's `ddp` launcher started (LOCAL_RANK set) keeps the job's port
+    assert child(MASTER_PORT=str(port), LOCAL_RANK="1") == ["None", str(port)]
     monkeypatch.setenv(PORT_ENV, "23456")  # the user's own choice (no owner) is left alone
     monkeypatch.delenv(PORT_OWNER_ENV)
     assert reserve_local_port() is None and os.environ[PORT_ENV] == "23456"
