@@ -61,6 +61,29 @@ def selection_label(select) -> str:
     return f"top{select.top_n}-{select.rank}" if select.top_n else "none"
 
 
+def reuse(nets: list[dict], train_seeds: list[int], stored: list[dict], out: Path) -> None:
+    """A network this run's setting chose that another setting's rows already trained (same name, seeds and spec: the
+    same training) counts for this setting too: its rows are copied with this setting's fields (``reused_from``)."""
+    have = {(r["name"], r["generate_seed"], r["train_seed"], spec_key(r["spec"]), setting(r)) for r in stored}
+    copies = []
+    for net in nets:
+        if net["name"] in SHARED:
+            continue
+        for t in train_seeds:
+            key = (net["name"], net["generate_seed"], t, spec_key(net["spec"]))
+            if (*key, setting(net)) in have:
+                continue
+            for r in stored:
+                if (r["name"], r["generate_seed"], r["train_seed"], spec_key(r["spec"])) == key:
+                    copies.append({**r, **{k: net[k] for k in ("objective", "guard_hi", "selection", "score")
+                                           if k in net}, "reused_from": setting(r)})
+    if copies:
+        with open(out, "a") as f:
+            for row in copies:
+                f.write(json.dumps(row) + "\n")
+        print(f"[found-vs] {len(copies)} rows reused from another setting's identical trainings", flush=True)
+
+
 def setting(row: dict) -> str:
     """The experiment a found/random/evo row belongs to: the run's objective (with the trainability guard's upper
     bound, ``guard_hi``, when guarded — the bound moved from 228 to 108 on 2026-12-07) and its final selection."""
@@ -246,7 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.summary:
         nets = networks(args.workdir, args.generate_seeds)
         recipe = recipe_of(args.workdir)
-        done = {(r["name"], r["generate_seed"], r["train_seed"], spec_key(r["spec"])) for r in read_rows(args.out)}
+        stored = read_rows(args.out)
+        done = {(r["name"], r["generate_seed"], r["train_seed"], spec_key(r["spec"])) for r in stored}
+        reuse(nets, args.train_seeds, stored, args.out)
         # training seed outermost: a partial run already pairs every name on the first seeds
         todo = [(net, t) for t in args.train_seeds for net in nets
                 if (net["name"], net["generate_seed"], t, spec_key(net["spec"])) not in done]

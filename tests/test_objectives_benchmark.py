@@ -96,3 +96,21 @@ def test_run_objective_reads_a_search_written_before_objectives_were_recorded(tm
     assert run_objective(run) == "tcet"
     run.metrics("search").write_text(json.dumps({**legacy, "objective": "naswot"}))
     assert run_objective(run) == "naswot"
+
+
+def test_found_vs_reuses_an_identical_training_of_another_setting(tmp_path):
+    """A network that a new setting picks and an old setting already trained (same name, seeds and spec) counts for
+    the new setting's table too, once; a shared row (hand-picked) is not copied."""
+    old = {"name": "random", "generate_seed": 4, "train_seed": 0, "epochs": 15, "test_metric": 0.99, "spec": {"a": 1},
+           "objective": "guarded_tcet", "guard_hi": 108.0, "selection": "none", "score": 1.0}
+    hand = {**old, "name": "hand-picked", "generate_seed": None}
+    out = tmp_path / "rows.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in (old, hand)))
+    nets = [{"name": "random", "generate_seed": 4, "spec": {"a": 1}, "objective": "guarded_snip_ssnr", "guard_hi": 20.4,
+             "selection": "none", "score": 2.0}, {**hand, "spec": {"a": 1}}]
+    found_vs.reuse(nets, [0], found_vs.read_rows(out), out)
+    rows = found_vs.read_rows(out)
+    assert len(rows) == 3 and rows[2]["objective"] == "guarded_snip_ssnr" and rows[2]["test_metric"] == 0.99
+    assert rows[2]["reused_from"] == found_vs.setting(old) != found_vs.setting(rows[2])
+    found_vs.reuse(nets, [0], rows, out)  # idempotent
+    assert len(found_vs.read_rows(out)) == 3
