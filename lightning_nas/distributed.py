@@ -81,7 +81,8 @@ def reserve_local_port() -> int | None:
                 continue
         os.environ[PORT_ENV], os.environ[PORT_OWNER_ENV] = str(port), str(os.getpid())
         return port
-    os.environ.pop(PORT_ENV, None)  # an inherited draw: not ours to share
+    for name in (PORT_ENV, PORT_OWNER_ENV):  # an inherited draw: not ours to share
+        os.environ.pop(name, None)
     return None  # nothing free in the range: Lightning picks as before
 
 

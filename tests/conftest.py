@@ -7,9 +7,9 @@ from pathlib import Path
 # `make test` runs pytest-xdist workers (`-n 2`): each gets its share of the cores, set before torch is imported so
 # that its OpenMP pool and the subprocesses that tests start (`python -m lightning_nas …`) get the same share.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
-    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
-    from lightning_nas.distributed import reserve_local_port
+    from lightning_nas.distributed import reserve_local_port, threads_per_process
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_process(0, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
     reserve_local_port()  # the workers' in-process DDP tests never race for one port
 

@@ -47,7 +47,7 @@ def test_the_measured_range_separates_the_shipped_ground_truth():
     admitted_good = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a >= floor)
     admitted_bad = sum(trainable.admits(g) for g, a in zip(grad, acc, strict=True) if a < floor)
     good, bad = sum(a >= floor for a in acc), sum(a < floor for a in acc)
-    assert admitted_good / good >= 0.8 and admitted_bad / bad <= 0.2  # measured: 62/73 and 4/27 (margin 1 point)
+    assert admitted_good / good >= 0.84 and admitted_bad / bad <= 0.15  # measured: 62/73 and 4/27 (margin 1 point)
     shipped = json.loads(bench.RANGE_FILE.read_text())["spaces"]
     assert shipped["graphnet"]["hi"] == pytest.approx(trainable.hi, rel=0.5)  # the shipped file is this rule's output
     nb201, _ = bench.nb201_range(bench.nb201_records())  # set by validation accuracy, never test
